@@ -1,0 +1,50 @@
+"""vi-models inference: one engine for every model.
+
+- :func:`fit`: stochastic variational inference (Trace_ELBO, analytic-KL, enumeration, IWAE)
+  for any Pyro model/guide pair, with checkpoints, resume, early stopping and progress bars.
+- :func:`log_likelihood`: per-observation log p(x) by importance weighting or enumeration;
+  :func:`bits_per_dim` turns it into the figure papers report.
+- :func:`load_dataset`: bundled data (digits, 2-D toy densities with exact log-densities)
+  and user files.
+"""
+
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    ConvergenceWarning,
+    DataError,
+    DegenerateFitWarning,
+    NonFiniteLossError,
+    RunDirectoryError,
+    VIModelsError,
+)
+from .fit import FitResult, fit
+from .likelihood import bits_per_dim, log_importance_weights, log_likelihood, logmeanexp
+from .losses import LOSS_NAMES, linear_annealing, make_elbo
+
+__all__ = [
+    "fit",
+    "FitResult",
+    "log_likelihood",
+    "log_importance_weights",
+    "bits_per_dim",
+    "logmeanexp",
+    "make_elbo",
+    "linear_annealing",
+    "LOSS_NAMES",
+    "VIModelsError",
+    "DataError",
+    "ConfigError",
+    "CheckpointError",
+    "RunDirectoryError",
+    "NonFiniteLossError",
+    "ConvergenceWarning",
+    "DegenerateFitWarning",
+]
+
+try:  # the data module is optional at import time while it is being written
+    from .data import DataBundle, available_datasets, load_dataset  # noqa: F401
+
+    __all__ += ["load_dataset", "DataBundle", "available_datasets"]
+except ImportError:  # pragma: no cover
+    pass

@@ -1,0 +1,725 @@
+"""The one fitting loop: stochastic variational inference for any Pyro model/guide pair.
+
+``fit`` is a thin orchestrator in the spirit of Pyro's ``SVI`` (trace the parameters,
+compute the loss and its gradients, step, zero the gradients), written as a plain PyTorch
+loop so that torch optimizers, LR schedulers, gradient clipping, checkpoints and devices
+work as a PyTorch user expects:
+
+    for epoch:                      # an epoch is one pass over the (shuffled) data
+        for batch:                  # whole small datasets stay on the device
+            loss = elbo.loss_and_grads(model, guide, *batch)   # -ELBO, gradients
+            clip; optimizer.step(); optimizer.zero_grad()
+        validation, scheduler, early stopping, callbacks, checkpoint
+
+The model and guide are called as ``model(*batch)`` and ``guide(*batch)``; a batch is one
+tensor ``(B, ...)`` or a tuple of tensors (``(X, y)`` for regression). A model or guide that
+accepts a ``full_size`` keyword receives the size of the training set, so that it can scale
+its observation plate (``pyro.plate("data", size=full_size, subsample=...)``) and give
+unbiased minibatch gradients when it also has global latent variables.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import ELBO
+from pyro.infer.autoguide import AutoGuide
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from ._traces import plate_depth
+from ._checks import as_data_tensor, check_positive_int, resolve_device
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from .losses import Beta, make_elbo, resolve_beta, wrap_beta
+
+__all__ = ["fit", "FitResult"]
+
+OptimizerSpec = Union[str, Callable[..., torch.optim.Optimizer]]
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model, guide: the fitted modules (trained in place; returned for convenience).
+        history: per-epoch records: ``"loss"`` (training -ELBO per observation, averaged over
+            the epoch), ``"val_loss"`` (validation -ELBO per observation, if validation data
+            was given), ``"lr"``, ``"beta"``, ``"time"`` (seconds since the start).
+        epochs_run: epochs completed in total (including epochs before a resume).
+        best_epoch: the epoch (1-based) whose monitored loss was lowest.
+        stopped_early: early stopping or a callback ended training.
+        elapsed: wall-clock seconds of this call.
+        num_train: number of training observations.
+        config: the JSON-able arguments of the call (loss name, lr, batch size, ...).
+    """
+
+    model: Callable
+    guide: Callable | None
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_epoch: int | None
+    stopped_early: bool
+    elapsed: float
+    num_train: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        """Training loss (-ELBO per observation) of the last epoch."""
+        return self.history["loss"][-1] if self.history["loss"] else float("nan")
+
+    def log_likelihood(self, data: Any, **kwargs: Any) -> torch.Tensor:
+        """Per-observation log p(x) estimates for ``data``; see :func:`inference.log_likelihood`."""
+        from .likelihood import log_likelihood
+
+        return log_likelihood(self.model, self.guide, data, **kwargs)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _model_dtype(*modules: Any) -> torch.dtype:
+    for module in modules:
+        if isinstance(module, nn.Module):
+            for p in module.parameters():
+                if p.is_floating_point():
+                    return p.dtype
+    return torch.get_default_dtype()
+
+
+def as_tensors(
+    data: Any, *, name: str, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...] | None:
+    """Tensors of an in-memory dataset (validated, on ``device``); None for other datasets.
+
+    Accepts a tensor or array ``(N, ...)``, a tuple/list of them (same N), a
+    :class:`~torch.utils.data.TensorDataset`, or an object with a ``train`` tensor
+    (a :class:`inference.data.DataBundle`).
+    """
+    if hasattr(data, "train") and isinstance(getattr(data, "train"), torch.Tensor):
+        data = data.train
+    if isinstance(data, TensorDataset):
+        data = tuple(data.tensors)
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return (as_data_tensor(data, name=name, dtype=dtype, device=device),)
+    if isinstance(data, (tuple, list)) and data and all(
+        isinstance(d, (torch.Tensor, np.ndarray)) for d in data
+    ):
+        tensors = tuple(
+            as_data_tensor(d, name=f"{name}[{i}]", dtype=dtype, device=device, allow_integer=i > 0)
+            for i, d in enumerate(data)
+        )
+        sizes = {t.shape[0] for t in tensors}
+        if len(sizes) != 1:
+            raise DataError(
+                f"expected every tensor of {name} to have the same number of rows, got "
+                f"{[t.shape[0] for t in tensors]}; align the inputs before fitting"
+            )
+        return tensors
+    if isinstance(data, (tuple, list)):
+        return (as_data_tensor(data, name=name, dtype=dtype, device=device),)
+    if isinstance(data, (DataLoader, Dataset)):
+        return None
+    raise DataError(
+        f"expected {name} as a tensor, numpy array, tuple of them, torch Dataset or DataLoader, "
+        f"got {type(data).__name__}"
+    )
+
+
+class _Batches:
+    """Shuffled minibatches of in-memory tensors, indexed directly on their device."""
+
+    def __init__(
+        self,
+        tensors: tuple[torch.Tensor, ...],
+        batch_size: int,
+        generator: torch.Generator | None,
+        shuffle: bool = True,
+    ) -> None:
+        self.tensors = tensors
+        self.n = tensors[0].shape[0]
+        self.batch_size = min(batch_size, self.n)
+        self.generator = generator
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=self.generator).to(self.tensors[0].device)
+        else:
+            order = torch.arange(self.n, device=self.tensors[0].device)
+        for start in range(0, self.n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield tuple(t[idx] for t in self.tensors)
+
+
+class _LoaderBatches:
+    """Batches from a user DataLoader or Dataset, moved to the device."""
+
+    def __init__(self, loader: DataLoader, device: torch.device, dtype: torch.dtype) -> None:
+        self.loader = loader
+        self.device = device
+        self.dtype = dtype
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        for batch in self.loader:
+            parts = batch if isinstance(batch, (tuple, list)) else (batch,)
+            yield tuple(
+                p.to(self.device, self.dtype) if p.is_floating_point() else p.to(self.device)
+                for p in parts
+            )
+
+
+def _make_batches(
+    data: Any,
+    *,
+    name: str,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    generator: torch.Generator,
+    shuffle: bool,
+) -> tuple[_Batches | _LoaderBatches, int]:
+    tensors = as_tensors(data, name=name, device=device, dtype=dtype)
+    if tensors is not None:
+        return _Batches(tensors, batch_size, generator, shuffle), tensors[0].shape[0]
+    if isinstance(data, DataLoader):
+        loader = data
+    else:
+        loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    try:
+        n = len(loader.dataset)  # type: ignore[arg-type]
+    except TypeError:
+        n = 0
+    if n == 0:
+        raise DataError(f"expected a non-empty {name}, got a dataset of length 0")
+    return _LoaderBatches(loader, device, dtype), n
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _accepts_full_size(fn: Any) -> bool:
+    target = fn.forward if isinstance(fn, nn.Module) else fn
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return "full_size" in params
+
+
+def _bind(fn: Callable | None, full_size: int | None) -> Callable | None:
+    if fn is None or full_size is None:
+        return fn
+
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, full_size=full_size, **kwargs)
+
+    return bound
+
+
+def _empty_guide(*args: Any, **kwargs: Any) -> None:
+    """The guide of a model without latent variables outside enumeration."""
+
+
+def _collect_params(
+    elbo: ELBO, model: Callable, guide: Callable, args: tuple, modules: Sequence[Any]
+) -> list[torch.Tensor]:
+    """All trainable leaf tensors: module parameters plus ``pyro.param`` sites seen in a trace."""
+    with torch.random.fork_rng(devices=[]), poutine.trace(param_only=True) as capture:
+        elbo.loss(model, guide, *args)
+    found: dict[int, torch.Tensor] = {}
+    for module in modules:
+        if isinstance(module, nn.Module):
+            for p in module.parameters():
+                if p.requires_grad:
+                    found[id(p)] = p
+    for site in capture.trace.nodes.values():
+        leaf = site["value"].unconstrained()
+        if leaf.requires_grad:
+            found.setdefault(id(leaf), leaf)
+    return list(found.values())
+
+
+def _free_params(params: list[torch.Tensor], modules: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """Parameters living in Pyro's param store rather than in a module (for checkpoints)."""
+    in_modules = {id(p) for m in modules if isinstance(m, nn.Module) for p in m.parameters()}
+    store = pyro.get_param_store()
+    out = {}
+    for name in store.keys():
+        leaf = store[name].unconstrained()
+        if id(leaf) not in in_modules and any(leaf is p for p in params):
+            out[name] = leaf
+    return out
+
+
+def _make_optimizer(spec: OptimizerSpec, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    if isinstance(spec, str):
+        if spec.lower() not in OPTIMIZERS:
+            raise ConfigError(
+                f"expected optimizer to be one of {', '.join(map(repr, OPTIMIZERS))} or a callable "
+                f"params -> torch.optim.Optimizer, got {spec!r}"
+            )
+        return OPTIMIZERS[spec.lower()](params, lr=lr)
+    if inspect.isclass(spec) and issubclass(spec, torch.optim.Optimizer):
+        return spec(params, lr=lr)
+    if callable(spec):
+        opt = spec(params)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise ConfigError(f"expected optimizer(params) to return a torch.optim.Optimizer, got {type(opt).__name__}")
+        return opt
+    raise ConfigError(f"expected optimizer as a name or callable, got {spec!r}")
+
+
+def nonfinite_sites(model: Callable, guide: Callable, args: tuple) -> list[str]:
+    """Names of sample sites whose log-density is NaN/inf on one fresh trace (for error messages)."""
+    bad: list[str] = []
+    try:
+        with torch.no_grad():
+            guide_tr = poutine.trace(guide).get_trace(*args)
+            model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args)
+            for label, tr in (("model", model_tr), ("guide", guide_tr)):
+                for name, site in tr.nodes.items():
+                    if site["type"] == "sample":
+                        lp = site["fn"].log_prob(site["value"])
+                        if not bool(torch.isfinite(lp).all()):
+                            bad.append(f"{label} site {name!r}")
+                    elif site["type"] == "param":
+                        if not bool(torch.isfinite(site["value"]).all()):
+                            bad.append(f"{label} param {name!r}")
+    except Exception as exc:  # a model that cannot even be traced now
+        bad.append(f"(tracing failed: {type(exc).__name__}: {exc})")
+    return bad
+
+
+def _nonfinite_params(modules: Sequence[Any], free: dict[str, torch.Tensor]) -> list[str]:
+    names = []
+    for label, module in zip(("model", "guide"), modules):
+        if isinstance(module, nn.Module):
+            for pname, p in module.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    names.append(f"{label}.{pname}")
+    names += [n for n, p in free.items() if not bool(torch.isfinite(p).all())]
+    return names
+
+
+def _state_dict(module: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()} if isinstance(module, nn.Module) else {}
+
+
+def _fingerprint(module: Any) -> dict[str, Any]:
+    if not isinstance(module, nn.Module):
+        return {"class": type(module).__name__, "shapes": {}}
+    return {
+        "class": f"{type(module).__module__}.{type(module).__qualname__}",
+        "shapes": {k: list(v.shape) for k, v in module.state_dict().items()},
+    }
+
+
+def _check_fingerprint(saved: dict[str, Any], module: Any, label: str, path: Path) -> None:
+    now = _fingerprint(module)
+    if saved != now:
+        missing = sorted(set(saved["shapes"]) ^ set(now["shapes"]))[:5]
+        changed = sorted(k for k in set(saved["shapes"]) & set(now["shapes"]) if saved["shapes"][k] != now["shapes"][k])[:5]
+        raise CheckpointError(
+            f"the checkpoint in {str(path)!r} belongs to another {label}: it was written for "
+            f"{saved['class']} and this {label} is {now['class']}"
+            + (f"; parameters present in only one of them: {missing}" if missing else "")
+            + (f"; parameters with other shapes: {changed}" if changed else "")
+            + "; build the same model (same sizes) or start a fresh run without resume=True"
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(
+    model: Callable,
+    guide: Callable | None,
+    data: Any,
+    *,
+    loss: str | ELBO = "elbo",
+    num_particles: int = 1,
+    vectorize_particles: bool | None = None,
+    max_plate_nesting: int | None = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    optimizer: OptimizerSpec = "adam",
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+    clip_norm: float | None = None,
+    beta: Beta = 1.0,
+    device: torch.device | str | None = "cpu",
+    seed: int | None = None,
+    validation_data: Any = None,
+    early_stopping: int | None = None,
+    restore_best: bool = True,
+    callbacks: Iterable[Callable[..., Any]] = (),
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> FitResult:
+    """Fit ``guide`` (and the parameters of ``model``) by stochastic variational inference.
+
+    Args:
+        model: a Pyro model, called as ``model(*batch)``: a :class:`~pyro.nn.PyroModule` or a
+            function registering parameters with ``pyro.param``.
+        guide: the variational family, called like the model; ``None`` for a model whose only
+            latents are enumerated (``loss="enum"``) or that has none.
+        data: training data ``(N, ...)``: a tensor, numpy array, tuple of them, a
+            :class:`inference.data.DataBundle` (its ``train`` split), a torch ``Dataset`` or a
+            ``DataLoader``. In-memory data is moved to ``device`` whole and indexed there.
+        loss: ``"elbo"``, ``"meanfield"`` (analytic KL), ``"enum"``, ``"iwae"`` or a Pyro
+            :class:`~pyro.infer.ELBO` instance (see :mod:`inference.losses`).
+        num_particles: samples per step (K importance samples for ``"iwae"``).
+        vectorize_particles: draw particles in one vectorised pass (default: for ``"iwae"``);
+            the model must then broadcast over an extra leading plate dimension.
+        max_plate_nesting: the model's plate depth, if Pyro should not guess it.
+        epochs: total number of epochs; with ``resume=True`` training continues from the
+            checkpoint's epoch up to this number (so N + M epochs equal N, then M resumed).
+        batch_size: observations per step (clipped to the data size).
+        lr: learning rate for a named optimizer.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"``, a torch optimizer class, or
+            a callable ``params -> Optimizer``.
+        scheduler: a callable ``optimizer -> LR scheduler``, stepped once per epoch
+            (``ReduceLROnPlateau`` gets the monitored loss).
+        clip_norm: clip the global gradient norm to this value.
+        beta: weight of the latent sites' log-densities (the KL term of a VAE), a float or a
+            schedule ``epoch -> float`` such as :func:`inference.linear_annealing`.
+        device: where the model, guide and data live.
+        seed: seeds Pyro/torch/numpy/random and the shuffling; a run with a seed is
+            reproducible bit for bit on CPU.
+        validation_data: held-out data for a validation -ELBO per epoch (monitored by early
+            stopping when given).
+        early_stopping: stop after this many epochs without improvement of the monitored loss.
+        restore_best: with early stopping, put back the parameters of the best epoch at the end.
+        callbacks: callables ``cb(epoch, logs) -> bool | None`` (or objects with an
+            ``on_epoch_end(epoch, logs)`` method) run after every epoch; ``True`` stops training.
+        checkpoint_dir: directory for ``checkpoint.pt`` (written atomically every
+            ``checkpoint_every`` epochs and at the end).
+        resume: continue from the checkpoint in ``checkpoint_dir`` if one exists.
+        progress: show a tqdm progress bar with the running loss.
+        batch_transform: applied to the first tensor of each training batch on the device (for
+            instance fresh dequantisation noise).
+
+    Returns:
+        A :class:`FitResult` with the history of per-epoch losses.
+
+    Raises:
+        ConfigError: an argument outside its allowed values.
+        DataError: data that is empty, non-finite or of the wrong type.
+        NonFiniteLossError: the loss or a parameter became NaN/inf; the error names the
+            epoch, the step and the sample sites whose log-density is non-finite. The last
+            checkpoint written stays intact.
+        CheckpointError: ``resume=True`` with a checkpoint that is unsafe or belongs to another model.
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from inference import fit
+        >>> def model(x):
+        ...     loc = pyro.param("loc", torch.tensor(0.0))
+        ...     with pyro.plate("data", x.shape[0]):
+        ...         pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+        >>> result = fit(model, None, torch.randn(100) + 3.0, epochs=50, lr=0.1, progress=False, seed=0)
+        >>> abs(pyro.param("loc").item() - 3.0) < 0.3
+        True
+    """
+    start_time = time.perf_counter()
+    epochs = check_positive_int(epochs, "epochs", minimum=0)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    if early_stopping is not None:
+        early_stopping = check_positive_int(early_stopping, "early_stopping")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"expected lr to be a positive finite number, got {lr!r}")
+    if clip_norm is not None and not clip_norm > 0:
+        raise ConfigError(f"expected clip_norm > 0 or None, got {clip_norm!r}")
+    if resume and checkpoint_dir is None:
+        raise ConfigError("resume=True needs checkpoint_dir=... (the directory holding checkpoint.pt)")
+    dev = resolve_device(device)
+    make_elbo(loss, num_particles=num_particles)  # validate the loss spec before touching data
+    guide_fn = guide if guide is not None else _empty_guide
+    modules = (model, guide)
+    for module in modules:
+        if isinstance(module, nn.Module):
+            module.to(dev)
+    dtype = _model_dtype(*modules)
+
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    shuffle_gen = torch.Generator()
+    shuffle_gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+
+    batches, num_train = _make_batches(
+        data, name="data", batch_size=batch_size, device=dev, dtype=dtype, generator=shuffle_gen, shuffle=True
+    )
+    val_batches = None
+    if validation_data is not None:
+        val_batches, _ = _make_batches(
+            validation_data, name="validation_data", batch_size=max(batch_size, 512), device=dev,
+            dtype=dtype, generator=torch.Generator(), shuffle=False,
+        )
+
+    full = num_train if _accepts_full_size(model) else None
+    train_model = _bind(model, full)
+    guide_takes_size = _accepts_full_size(guide_fn) or isinstance(guide_fn, AutoGuide)
+    train_guide = _bind(guide_fn, full if guide_takes_size else None)
+
+    first = next(iter(batches))
+    if max_plate_nesting is None and isinstance(loss, str):
+        max_plate_nesting = plate_depth(train_model, train_guide, first)
+    elbo = make_elbo(
+        loss,
+        num_particles=num_particles,
+        vectorize_particles=vectorize_particles,
+        max_plate_nesting=max_plate_nesting,
+    )
+    params = _collect_params(elbo, train_model, train_guide, first, modules)
+    if not params:
+        raise ConfigError(
+            "found no trainable parameters in the model or guide; register them in a PyroModule "
+            "(PyroParam / nn.Parameter) or with pyro.param"
+        )
+    free = _free_params(params, modules)
+    opt = _make_optimizer(optimizer, params, lr)
+    sched = scheduler(opt) if scheduler is not None else None
+
+    history: dict[str, list[float]] = {"loss": [], "val_loss": [], "lr": [], "beta": [], "time": []}
+    start_epoch = 0
+    best = (math.inf, None)  # (monitored loss, epoch)
+    best_states: tuple[dict, dict] | None = None
+    bad_epochs = 0
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    fingerprints = {"model": _fingerprint(model), "guide": _fingerprint(guide)}
+
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=dev)
+        for label, module in (("model", model), ("guide", guide)):
+            _check_fingerprint(state["fingerprint"][label], module, label, ckpt_path)
+            if isinstance(module, nn.Module):
+                module.load_state_dict(state[label])
+        for pname, value in state.get("free_params", {}).items():
+            if pname in free:
+                with torch.no_grad():
+                    free[pname].copy_(value)
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+        history = {k: list(v) for k, v in state["history"].items()}
+        start_epoch = int(state["epoch"])
+        best = (float(state["best_loss"]), state["best_epoch"])
+        bad_epochs = int(state["bad_epochs"])
+        if state.get("best_model") is not None:
+            best_states = (state["best_model"], state["best_guide"])
+        restore_rng_state(state["rng"])
+        shuffle_gen.set_state(state["shuffle_rng"])
+
+    def write_checkpoint(epoch: int) -> None:
+        if ckpt_path is None:
+            return
+        save_checkpoint(
+            ckpt_path,
+            {
+                "epoch": epoch,
+                "model": _state_dict(model),
+                "guide": _state_dict(guide),
+                "free_params": {k: v.detach().clone() for k, v in free.items()},
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None and hasattr(sched, "state_dict") else None,
+                "history": history,
+                "best_loss": best[0],
+                "best_epoch": best[1],
+                "bad_epochs": bad_epochs,
+                "best_model": best_states[0] if best_states else None,
+                "best_guide": best_states[1] if best_states else None,
+                "rng": capture_rng_state(),
+                "shuffle_rng": shuffle_gen.get_state(),
+                "fingerprint": fingerprints,
+                "config": {"loss": loss if isinstance(loss, str) else type(loss).__name__},
+            },
+        )
+
+    bar = None
+    if progress and epochs > start_epoch:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=(epochs - start_epoch) * len(batches), desc="fit", unit="step", leave=True)
+
+    stopped_early = False
+    callbacks = tuple(callbacks)
+    last_postfix = 0.0
+    try:
+        for epoch in range(start_epoch, epochs):
+            beta_now = resolve_beta(beta, epoch)
+            step_model = wrap_beta(train_model, beta_now)
+            step_guide = wrap_beta(train_guide, beta_now)
+            total, count = 0.0, 0
+            for step, batch in enumerate(batches):
+                if batch_transform is not None:
+                    batch = (batch_transform(batch[0]), *batch[1:])
+                cause: Exception | None = None
+                try:
+                    value = elbo.loss_and_grads(step_model, step_guide, *batch)
+                except ValueError as exc:  # distribution validation caught a NaN parameter first
+                    if "invalid values" not in str(exc):
+                        raise
+                    value, cause = float("nan"), exc
+                if not math.isfinite(value):
+                    with pyro.validation_enabled(False):
+                        sites = nonfinite_sites(step_model, step_guide, batch)
+                    raise NonFiniteLossError(
+                        f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; "
+                        f"non-finite log-densities at: {', '.join(sites) or 'none found on a fresh trace'}. "
+                        "Lower lr, set clip_norm=..., or check the data for extreme values"
+                        + (f"; the checkpoint of epoch {epoch} in {str(ckpt_path.parent)!r} is intact" if ckpt_path and ckpt_path.exists() else "")
+                    ) from cause
+                if clip_norm is not None:
+                    norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                    if not bool(torch.isfinite(norm)):
+                        raise NonFiniteLossError(
+                            f"the gradient norm became {float(norm)} at epoch {epoch + 1}, step {step + 1}; "
+                            "lower lr or check the model's parameterisation"
+                        )
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                n = batch[0].shape[0]
+                # A full-size-scaled loss is (N / B) times the batch's sum: rescale to the batch.
+                total += value if full is None else value * n / full
+                count += n
+                if bar is not None:
+                    bar.update(1)
+                    now = time.perf_counter()
+                    if now - last_postfix > 0.5:
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{total / max(count, 1):.4g}", refresh=False)
+                        last_postfix = now
+            bad = _nonfinite_params(modules, free)
+            if bad:
+                raise NonFiniteLossError(
+                    f"parameters became non-finite during epoch {epoch + 1}: {bad[:5]}; "
+                    "lower lr or set clip_norm=..." + (" (the last checkpoint is intact)" if ckpt_path else "")
+                )
+            epoch_loss = total / count
+            history["loss"].append(epoch_loss)
+            history["beta"].append(beta_now)
+            history["lr"].append(float(opt.param_groups[0]["lr"]))
+            monitored = epoch_loss
+            if val_batches is not None:
+                val_loss = evaluate_loss(elbo, model, guide_fn, val_batches, full_size=full)
+                history["val_loss"].append(val_loss)
+                monitored = val_loss
+            history["time"].append(time.perf_counter() - start_time)
+            if sched is not None:
+                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    sched.step(monitored)
+                else:
+                    sched.step()
+            if monitored < best[0]:
+                best = (monitored, epoch + 1)
+                bad_epochs = 0
+                if early_stopping is not None and restore_best:
+                    best_states = (_state_dict(model), _state_dict(guide))
+            else:
+                bad_epochs += 1
+            logs = {k: v[-1] for k, v in history.items() if v}
+            if bar is not None:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.4g}", **({"val": f"{history['val_loss'][-1]:.4g}"} if val_batches else {}))
+            stop = early_stopping is not None and bad_epochs >= early_stopping
+            for cb in callbacks:
+                hook = getattr(cb, "on_epoch_end", cb)
+                if hook(epoch + 1, logs):
+                    stop = True
+            if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or stop:
+                write_checkpoint(epoch + 1)
+            if stop:
+                stopped_early = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    epochs_run = len(history["loss"])
+    if stopped_early and restore_best and best_states is not None:
+        for module, sd in zip(modules, best_states):
+            if isinstance(module, nn.Module):
+                module.load_state_dict(sd)
+    config = {
+        "loss": loss if isinstance(loss, str) else type(loss).__name__,
+        "num_particles": num_particles,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer),
+        "clip_norm": clip_norm,
+        "beta": beta if not callable(beta) else repr(beta),
+        "device": str(dev),
+        "seed": seed,
+        "early_stopping": early_stopping,
+    }
+    return FitResult(
+        model=model,
+        guide=guide,
+        history=history,
+        epochs_run=epochs_run,
+        best_epoch=best[1],
+        stopped_early=stopped_early,
+        elapsed=time.perf_counter() - start_time,
+        num_train=num_train,
+        config={k: _json_safe(v) for k, v in config.items()},
+    )
+
+
+def evaluate_loss(
+    elbo: ELBO, model: Callable, guide: Callable, batches: Iterable, *, full_size: int | None = None
+) -> float:
+    """Mean -ELBO per observation over ``batches`` (no gradients, beta = 1)."""
+    eval_model = _bind(model, full_size)
+    eval_guide = _bind(guide, full_size if _accepts_full_size(guide) or isinstance(guide, AutoGuide) else None)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            value = elbo.loss(eval_model, eval_guide, *batch)
+            n = batch[0].shape[0]
+            total += value * (n / full_size if full_size else 1.0)
+            count += n
+    return total / count
+

@@ -1,0 +1,15 @@
+"""vi-models: deep generative models written as Pyro model/guide pairs.
+
+Each model is a :class:`~pyro.nn.PyroModule` called as ``model(batch)``; its guides live in
+:mod:`guides`, and :func:`inference.fit` fits any pair.
+"""
+
+from . import _kl  # noqa: F401  registers KL(MultivariateNormal || Independent(Normal)) for TraceMeanField_ELBO
+from .vae import DATA_PLATE, LATENT, OBSERVED, VAE
+
+__all__ = [
+    "DATA_PLATE",
+    "LATENT",
+    "OBSERVED",
+    "VAE",
+]
