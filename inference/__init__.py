@@ -8,7 +8,13 @@
   and user files.
 """
 
-from .errors import (
+import pyro as _pyro
+
+# Every PyroModule owns its parameters (state_dict, .to(device), two models side by side in one
+# notebook) instead of sharing them by name through Pyro's global param store.
+_pyro.settings.set(module_local_params=True)
+
+from .errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
     ConvergenceWarning,
@@ -18,7 +24,7 @@ from .errors import (
     RunDirectoryError,
     VIModelsError,
 )
-from .fit import FitResult, fit
+from .fit import FitResult, fit  # noqa: E402
 from .likelihood import bits_per_dim, log_importance_weights, log_likelihood, logmeanexp
 from .losses import LOSS_NAMES, linear_annealing, make_elbo
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .errors import CheckpointError
 
@@ -26,6 +27,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
+    "load_modules",
+    "fingerprint",
+    "check_fingerprint",
     "atomic_write_bytes",
     "atomic_write_text",
     "capture_rng_state",
@@ -96,6 +100,47 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
             f"'{FORMAT}' marker; was it written by another program?"
         )
     return payload
+
+
+def fingerprint(module: Any) -> dict[str, Any]:
+    """Class name and parameter shapes of a module: what a checkpoint must match to load."""
+    if not isinstance(module, nn.Module):
+        return {"class": type(module).__name__, "shapes": {}}
+    return {
+        "class": f"{type(module).__module__}.{type(module).__qualname__}",
+        "shapes": {k: list(v.shape) for k, v in module.state_dict().items()},
+    }
+
+
+def check_fingerprint(saved: dict[str, Any], module: Any, label: str, path: Path) -> None:
+    """Raise :class:`CheckpointError` if ``module`` is not the one the checkpoint was written for."""
+    now = fingerprint(module)
+    if saved != now:
+        missing = sorted(set(saved["shapes"]) ^ set(now["shapes"]))[:5]
+        changed = sorted(k for k in set(saved["shapes"]) & set(now["shapes"]) if saved["shapes"][k] != now["shapes"][k])[:5]
+        raise CheckpointError(
+            f"the checkpoint in {str(path)!r} belongs to another {label}: it was written for "
+            f"{saved['class']} and this {label} is {now['class']}"
+            + (f"; parameters present in only one of them: {missing}" if missing else "")
+            + (f"; parameters with other shapes: {changed}" if changed else "")
+            + "; build the same model (same sizes) or start a fresh run without resume=True"
+        )
+
+
+def load_modules(path: str | os.PathLike, model: Any, guide: Any, *, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load the model and guide states of a training checkpoint into ``model`` and ``guide``.
+
+    Raises:
+        CheckpointError: the checkpoint is unsafe, damaged, or written for other modules.
+    """
+    from torch import nn
+
+    state = load_checkpoint(path, map_location=map_location)
+    for label, module in (("model", model), ("guide", guide)):
+        check_fingerprint(state["fingerprint"][label], module, label, Path(path))
+        if isinstance(module, nn.Module):
+            module.load_state_dict(state[label])
+    return state
 
 
 def capture_rng_state() -> dict[str, Any]:

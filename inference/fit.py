@@ -24,42 +24,34 @@ import inspect
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-import numpy as np
 import pyro
 import torch
-from pyro import poutine
 from pyro.infer import ELBO
 from pyro.infer.autoguide import AutoGuide
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ._params import OptimizerSpec, collect_params, free_params, make_optimizer, nonfinite_params, nonfinite_sites
 from ._traces import plate_depth
-from ._checks import as_data_tensor, check_positive_int, resolve_device
+from .batches import make_batches, model_dtype
+from ._checks import check_positive_int, resolve_device
 from .checkpoint import (
     CHECKPOINT_NAME,
+    check_fingerprint,
+    fingerprint,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from .errors import ConfigError, NonFiniteLossError
 from .losses import Beta, make_elbo, resolve_beta, wrap_beta
 
 __all__ = ["fit", "FitResult"]
-
-OptimizerSpec = Union[str, Callable[..., torch.optim.Optimizer]]
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-}
-
 
 @dataclass
 class FitResult:
@@ -100,132 +92,6 @@ class FitResult:
         return log_likelihood(self.model, self.guide, data, **kwargs)
 
 
-# --------------------------------------------------------------------------- data
-
-
-def _model_dtype(*modules: Any) -> torch.dtype:
-    for module in modules:
-        if isinstance(module, nn.Module):
-            for p in module.parameters():
-                if p.is_floating_point():
-                    return p.dtype
-    return torch.get_default_dtype()
-
-
-def as_tensors(
-    data: Any, *, name: str, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor, ...] | None:
-    """Tensors of an in-memory dataset (validated, on ``device``); None for other datasets.
-
-    Accepts a tensor or array ``(N, ...)``, a tuple/list of them (same N), a
-    :class:`~torch.utils.data.TensorDataset`, or an object with a ``train`` tensor
-    (a :class:`inference.data.DataBundle`).
-    """
-    if hasattr(data, "train") and isinstance(getattr(data, "train"), torch.Tensor):
-        data = data.train
-    if isinstance(data, TensorDataset):
-        data = tuple(data.tensors)
-    if isinstance(data, (torch.Tensor, np.ndarray)):
-        return (as_data_tensor(data, name=name, dtype=dtype, device=device),)
-    if isinstance(data, (tuple, list)) and data and all(
-        isinstance(d, (torch.Tensor, np.ndarray)) for d in data
-    ):
-        tensors = tuple(
-            as_data_tensor(d, name=f"{name}[{i}]", dtype=dtype, device=device, allow_integer=i > 0)
-            for i, d in enumerate(data)
-        )
-        sizes = {t.shape[0] for t in tensors}
-        if len(sizes) != 1:
-            raise DataError(
-                f"expected every tensor of {name} to have the same number of rows, got "
-                f"{[t.shape[0] for t in tensors]}; align the inputs before fitting"
-            )
-        return tensors
-    if isinstance(data, (tuple, list)):
-        return (as_data_tensor(data, name=name, dtype=dtype, device=device),)
-    if isinstance(data, (DataLoader, Dataset)):
-        return None
-    raise DataError(
-        f"expected {name} as a tensor, numpy array, tuple of them, torch Dataset or DataLoader, "
-        f"got {type(data).__name__}"
-    )
-
-
-class _Batches:
-    """Shuffled minibatches of in-memory tensors, indexed directly on their device."""
-
-    def __init__(
-        self,
-        tensors: tuple[torch.Tensor, ...],
-        batch_size: int,
-        generator: torch.Generator | None,
-        shuffle: bool = True,
-    ) -> None:
-        self.tensors = tensors
-        self.n = tensors[0].shape[0]
-        self.batch_size = min(batch_size, self.n)
-        self.generator = generator
-        self.shuffle = shuffle
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=self.generator).to(self.tensors[0].device)
-        else:
-            order = torch.arange(self.n, device=self.tensors[0].device)
-        for start in range(0, self.n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield tuple(t[idx] for t in self.tensors)
-
-
-class _LoaderBatches:
-    """Batches from a user DataLoader or Dataset, moved to the device."""
-
-    def __init__(self, loader: DataLoader, device: torch.device, dtype: torch.dtype) -> None:
-        self.loader = loader
-        self.device = device
-        self.dtype = dtype
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        for batch in self.loader:
-            parts = batch if isinstance(batch, (tuple, list)) else (batch,)
-            yield tuple(
-                p.to(self.device, self.dtype) if p.is_floating_point() else p.to(self.device)
-                for p in parts
-            )
-
-
-def _make_batches(
-    data: Any,
-    *,
-    name: str,
-    batch_size: int,
-    device: torch.device,
-    dtype: torch.dtype,
-    generator: torch.Generator,
-    shuffle: bool,
-) -> tuple[_Batches | _LoaderBatches, int]:
-    tensors = as_tensors(data, name=name, device=device, dtype=dtype)
-    if tensors is not None:
-        return _Batches(tensors, batch_size, generator, shuffle), tensors[0].shape[0]
-    if isinstance(data, DataLoader):
-        loader = data
-    else:
-        loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
-    try:
-        n = len(loader.dataset)  # type: ignore[arg-type]
-    except TypeError:
-        n = 0
-    if n == 0:
-        raise DataError(f"expected a non-empty {name}, got a dataset of length 0")
-    return _LoaderBatches(loader, device, dtype), n
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -252,112 +118,8 @@ def _empty_guide(*args: Any, **kwargs: Any) -> None:
     """The guide of a model without latent variables outside enumeration."""
 
 
-def _collect_params(
-    elbo: ELBO, model: Callable, guide: Callable, args: tuple, modules: Sequence[Any]
-) -> list[torch.Tensor]:
-    """All trainable leaf tensors: module parameters plus ``pyro.param`` sites seen in a trace."""
-    with torch.random.fork_rng(devices=[]), poutine.trace(param_only=True) as capture:
-        elbo.loss(model, guide, *args)
-    found: dict[int, torch.Tensor] = {}
-    for module in modules:
-        if isinstance(module, nn.Module):
-            for p in module.parameters():
-                if p.requires_grad:
-                    found[id(p)] = p
-    for site in capture.trace.nodes.values():
-        leaf = site["value"].unconstrained()
-        if leaf.requires_grad:
-            found.setdefault(id(leaf), leaf)
-    return list(found.values())
-
-
-def _free_params(params: list[torch.Tensor], modules: Sequence[Any]) -> dict[str, torch.Tensor]:
-    """Parameters living in Pyro's param store rather than in a module (for checkpoints)."""
-    in_modules = {id(p) for m in modules if isinstance(m, nn.Module) for p in m.parameters()}
-    store = pyro.get_param_store()
-    out = {}
-    for name in store.keys():
-        leaf = store[name].unconstrained()
-        if id(leaf) not in in_modules and any(leaf is p for p in params):
-            out[name] = leaf
-    return out
-
-
-def _make_optimizer(spec: OptimizerSpec, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    if isinstance(spec, str):
-        if spec.lower() not in OPTIMIZERS:
-            raise ConfigError(
-                f"expected optimizer to be one of {', '.join(map(repr, OPTIMIZERS))} or a callable "
-                f"params -> torch.optim.Optimizer, got {spec!r}"
-            )
-        return OPTIMIZERS[spec.lower()](params, lr=lr)
-    if inspect.isclass(spec) and issubclass(spec, torch.optim.Optimizer):
-        return spec(params, lr=lr)
-    if callable(spec):
-        opt = spec(params)
-        if not isinstance(opt, torch.optim.Optimizer):
-            raise ConfigError(f"expected optimizer(params) to return a torch.optim.Optimizer, got {type(opt).__name__}")
-        return opt
-    raise ConfigError(f"expected optimizer as a name or callable, got {spec!r}")
-
-
-def nonfinite_sites(model: Callable, guide: Callable, args: tuple) -> list[str]:
-    """Names of sample sites whose log-density is NaN/inf on one fresh trace (for error messages)."""
-    bad: list[str] = []
-    try:
-        with torch.no_grad():
-            guide_tr = poutine.trace(guide).get_trace(*args)
-            model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args)
-            for label, tr in (("model", model_tr), ("guide", guide_tr)):
-                for name, site in tr.nodes.items():
-                    if site["type"] == "sample":
-                        lp = site["fn"].log_prob(site["value"])
-                        if not bool(torch.isfinite(lp).all()):
-                            bad.append(f"{label} site {name!r}")
-                    elif site["type"] == "param":
-                        if not bool(torch.isfinite(site["value"]).all()):
-                            bad.append(f"{label} param {name!r}")
-    except Exception as exc:  # a model that cannot even be traced now
-        bad.append(f"(tracing failed: {type(exc).__name__}: {exc})")
-    return bad
-
-
-def _nonfinite_params(modules: Sequence[Any], free: dict[str, torch.Tensor]) -> list[str]:
-    names = []
-    for label, module in zip(("model", "guide"), modules):
-        if isinstance(module, nn.Module):
-            for pname, p in module.named_parameters():
-                if not bool(torch.isfinite(p).all()):
-                    names.append(f"{label}.{pname}")
-    names += [n for n, p in free.items() if not bool(torch.isfinite(p).all())]
-    return names
-
-
 def _state_dict(module: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()} if isinstance(module, nn.Module) else {}
-
-
-def _fingerprint(module: Any) -> dict[str, Any]:
-    if not isinstance(module, nn.Module):
-        return {"class": type(module).__name__, "shapes": {}}
-    return {
-        "class": f"{type(module).__module__}.{type(module).__qualname__}",
-        "shapes": {k: list(v.shape) for k, v in module.state_dict().items()},
-    }
-
-
-def _check_fingerprint(saved: dict[str, Any], module: Any, label: str, path: Path) -> None:
-    now = _fingerprint(module)
-    if saved != now:
-        missing = sorted(set(saved["shapes"]) ^ set(now["shapes"]))[:5]
-        changed = sorted(k for k in set(saved["shapes"]) & set(now["shapes"]) if saved["shapes"][k] != now["shapes"][k])[:5]
-        raise CheckpointError(
-            f"the checkpoint in {str(path)!r} belongs to another {label}: it was written for "
-            f"{saved['class']} and this {label} is {now['class']}"
-            + (f"; parameters present in only one of them: {missing}" if missing else "")
-            + (f"; parameters with other shapes: {changed}" if changed else "")
-            + "; build the same model (same sizes) or start a fresh run without resume=True"
-        )
 
 
 def _json_safe(value: Any) -> Any:
@@ -483,19 +245,19 @@ def fit(
     for module in modules:
         if isinstance(module, nn.Module):
             module.to(dev)
-    dtype = _model_dtype(*modules)
+    dtype = model_dtype(*modules)
 
     if seed is not None:
         pyro.set_rng_seed(seed)
     shuffle_gen = torch.Generator()
     shuffle_gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
 
-    batches, num_train = _make_batches(
+    batches, num_train = make_batches(
         data, name="data", batch_size=batch_size, device=dev, dtype=dtype, generator=shuffle_gen, shuffle=True
     )
     val_batches = None
     if validation_data is not None:
-        val_batches, _ = _make_batches(
+        val_batches, _ = make_batches(
             validation_data, name="validation_data", batch_size=max(batch_size, 512), device=dev,
             dtype=dtype, generator=torch.Generator(), shuffle=False,
         )
@@ -514,14 +276,14 @@ def fit(
         vectorize_particles=vectorize_particles,
         max_plate_nesting=max_plate_nesting,
     )
-    params = _collect_params(elbo, train_model, train_guide, first, modules)
+    params = collect_params(elbo, train_model, train_guide, first, modules)
     if not params:
         raise ConfigError(
             "found no trainable parameters in the model or guide; register them in a PyroModule "
             "(PyroParam / nn.Parameter) or with pyro.param"
         )
-    free = _free_params(params, modules)
-    opt = _make_optimizer(optimizer, params, lr)
+    free = free_params(params, modules)
+    opt = make_optimizer(optimizer, params, lr)
     sched = scheduler(opt) if scheduler is not None else None
 
     history: dict[str, list[float]] = {"loss": [], "val_loss": [], "lr": [], "beta": [], "time": []}
@@ -530,12 +292,12 @@ def fit(
     best_states: tuple[dict, dict] | None = None
     bad_epochs = 0
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    fingerprints = {"model": _fingerprint(model), "guide": _fingerprint(guide)}
+    fingerprints = {"model": fingerprint(model), "guide": fingerprint(guide)}
 
     if resume and ckpt_path is not None and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=dev)
         for label, module in (("model", model), ("guide", guide)):
-            _check_fingerprint(state["fingerprint"][label], module, label, ckpt_path)
+            check_fingerprint(state["fingerprint"][label], module, label, ckpt_path)
             if isinstance(module, nn.Module):
                 module.load_state_dict(state[label])
         for pname, value in state.get("free_params", {}).items():
@@ -632,7 +394,7 @@ def fit(
                     if now - last_postfix > 0.5:
                         bar.set_postfix(epoch=epoch + 1, loss=f"{total / max(count, 1):.4g}", refresh=False)
                         last_postfix = now
-            bad = _nonfinite_params(modules, free)
+            bad = nonfinite_params(modules, free)
             if bad:
                 raise NonFiniteLossError(
                     f"parameters became non-finite during epoch {epoch + 1}: {bad[:5]}; "

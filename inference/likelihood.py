@@ -29,7 +29,7 @@ from pyro.poutine.util import site_is_subsample
 from ._checks import check_choice, check_positive_int
 from .errors import ConfigError
 from ._traces import plate_depth
-from .fit import _model_dtype, as_tensors
+from .batches import as_tensors, model_dtype
 
 __all__ = [
     "log_importance_weights",
@@ -194,7 +194,7 @@ def log_likelihood(
     batch_size = check_positive_int(batch_size, "batch_size")
     params = [p for m in (model, guide) if isinstance(m, torch.nn.Module) for p in m.parameters()]
     dev = torch.device(device) if device is not None else (params[0].device if params else torch.device("cpu"))
-    tensors = as_tensors(data, name="data", device=dev, dtype=_model_dtype(model, guide))
+    tensors = as_tensors(data, name="data", device=dev, dtype=model_dtype(model, guide))
     if tensors is None:
         raise ConfigError("log_likelihood needs in-memory data (a tensor, array or tuple of them)")
     if seed is not None:

@@ -72,7 +72,7 @@ _LIKELIHOODS: Final = ("gaussian", "bernoulli", "categorical")
 SCALE_FLOOR: Final = 1e-3
 
 
-class Encoder(Protocol):
+class SupportsEncode(Protocol):
     """Anything with ``encode(x) -> (loc (B, z_dim), scale)``, e.g. :class:`guides.GaussianEncoder`."""
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
@@ -116,7 +116,11 @@ class VAE(PyroModule):
     Attributes
     ----------
     likelihood : str
+        The likelihood's name.
     num_levels : int
+        ``L``, the number of grey levels of the categorical likelihood.
+    image_shape : tuple[int, int] | None
+        ``(H, W)`` when the data are images (``x_dim`` of length 2, or ``image_shape`` given).
 
     Raises
     ------
@@ -390,7 +394,7 @@ class VAE(PyroModule):
         z = torch.randn(n, self._z_dim, generator=generator, device=self.prior_loc.device, dtype=self.prior_loc.dtype)
         return self._draw(self._decoder_output(z), mean, generator)
 
-    def _encode_loc(self, x: Tensor, guide: Encoder) -> Tensor:
+    def _encode_loc(self, x: Tensor, guide: SupportsEncode) -> Tensor:
         loc = guide.encode(x)[0]
         if loc.shape[-1] != self._z_dim:
             raise ConfigError(
@@ -400,7 +404,7 @@ class VAE(PyroModule):
         return loc
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, guide: Encoder, *, mean: bool = True) -> Tensor:
+    def reconstruct(self, x: Tensor, guide: SupportsEncode, *, mean: bool = True) -> Tensor:
         """Encode with the guide's mean ``mu_phi(x)``, then decode, without gradients.
 
         Parameters
@@ -421,7 +425,7 @@ class VAE(PyroModule):
         return self._draw(self._decoder_output(self._encode_loc(x, guide)), mean, None)
 
     @torch.no_grad()
-    def interpolate(self, x_a: Tensor, x_b: Tensor, guide: Encoder, steps: int = 8) -> Tensor:
+    def interpolate(self, x_a: Tensor, x_b: Tensor, guide: SupportsEncode, steps: int = 8) -> Tensor:
         """Decoder means along the straight line between the codes ``mu_phi(x_a)`` and ``mu_phi(x_b)``.
 
         Parameters

@@ -1,0 +1,128 @@
+"""Engine overhead: one training step of the digits VAE, three ways, side by side.
+
+1. ``inference.fit`` (this package's engine, TraceMeanField_ELBO: analytic KL);
+2. a plain Pyro loop: ``pyro.infer.SVI(...).step`` with ``pyro.optim.Adam``;
+3. a hand-written pure-PyTorch loop computing the same analytic-KL ELBO with the same networks.
+
+All three see the same minibatches (batch 128 of the 1437 training digits) and the same
+modules (deep copies of one initialisation). Reported: median milliseconds per step over
+repeated timing rounds, and the ratio to pure PyTorch.
+
+    python benchmarks/bench_engine.py            # full
+    BENCH_QUICK=1 python benchmarks/bench_engine.py
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import statistics
+import time
+
+import pyro
+import torch
+
+from guides import GaussianEncoder
+from inference import fit, load_dataset
+from vi_models import VAE
+
+QUICK = bool(os.environ.get("BENCH_QUICK"))
+EPOCHS = 3 if QUICK else 12
+ROUNDS = 2 if QUICK else 5
+BATCH = 128
+
+
+def make_pair(seed: int = 0) -> tuple[VAE, GaussianEncoder]:
+    torch.manual_seed(seed)
+    model = VAE(64, 16, hidden_dims=(512, 512), likelihood="categorical", num_levels=17)
+    guide = GaussianEncoder(64, 16, hidden_dims=(512, 512), num_levels=17)
+    return model, guide
+
+
+def batches(x: torch.Tensor, epochs: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(epochs):
+        perm = torch.randperm(x.shape[0], generator=g)
+        out += [x[perm[i : i + BATCH]] for i in range(0, x.shape[0], BATCH)]
+    return out
+
+
+def time_fit(model, guide, x) -> float:
+    result = fit(model, guide, x, loss="meanfield", epochs=EPOCHS, batch_size=BATCH, lr=1e-3, seed=0, progress=False)
+    steps_per_epoch = -(-x.shape[0] // BATCH)
+    t = result.history["time"]
+    return (t[-1] - t[0]) / ((len(t) - 1) * steps_per_epoch)  # excludes set-up and the first epoch
+
+
+def time_pyro(model, guide, data) -> float:
+    # Plain Pyro as its tutorials write it: SVI with the global param store (vi-models itself
+    # runs with module-local parameters, which pyro.infer.SVI does not support).
+    pyro.settings.set(module_local_params=False)
+    pyro.clear_param_store()
+    try:
+        svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), pyro.infer.TraceMeanField_ELBO())
+        warm = len(data) // EPOCHS
+        for b in data[:warm]:
+            svi.step(b)
+        start = time.perf_counter()
+        for b in data[warm:]:
+            svi.step(b)
+        return (time.perf_counter() - start) / (len(data) - warm)
+    finally:
+        pyro.clear_param_store()
+        pyro.settings.set(module_local_params=True)
+
+
+def time_torch(model, guide, data) -> float:
+    params = list(model.parameters()) + list(guide.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    prior = torch.distributions.Normal(0.0, 1.0)
+
+    def step(x: torch.Tensor) -> None:
+        loc, scale = guide.encode(x)
+        z = loc + scale * torch.randn_like(loc)  # reparameterisation
+        recon = model.decode(z).log_prob(model.levels(x))  # (B,)
+        kl = torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale), prior).sum(-1)
+        loss = (kl - recon).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    warm = len(data) // EPOCHS
+    for b in data[:warm]:
+        step(b)
+    start = time.perf_counter()
+    for b in data[warm:]:
+        step(b)
+    return (time.perf_counter() - start) / (len(data) - warm)
+
+
+def main() -> None:
+    pyro.enable_validation(False)
+    x = load_dataset("digits").train
+    data = batches(x, EPOCHS)
+    base_model, base_guide = make_pair()
+    results: dict[str, list[float]] = {"pure PyTorch": [], "plain Pyro SVI": [], "inference.fit": []}
+    for _ in range(ROUNDS):  # interleaved rounds: load on the machine hits all three alike
+        m, g = copy.deepcopy(base_model), copy.deepcopy(base_guide)
+        results["pure PyTorch"].append(time_torch(m, g, data))
+        m, g = copy.deepcopy(base_model), copy.deepcopy(base_guide)
+        results["plain Pyro SVI"].append(time_pyro(m, g, data))
+        m, g = copy.deepcopy(base_model), copy.deepcopy(base_guide)
+        results["inference.fit"].append(time_fit(m, g, x))
+    base = statistics.median(results["pure PyTorch"])
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, pyro {pyro.__version__}")
+    print(f"digits VAE (categorical decoder, z=16, hidden 512x512), batch {BATCH}, analytic-KL ELBO, "
+          f"{ROUNDS} rounds x {EPOCHS} epochs\n")
+    print("| loop | ms / step (median) | ratio to pure PyTorch |")
+    print("|---|---|---|")
+    for name, values in results.items():
+        med = statistics.median(values)
+        print(f"| {name} | {1e3 * med:.2f} | {med / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""The ``vi-models`` command: fit, evaluate and sample every model family from the shell.
+
+::
+
+    vi-models fit vae --data digits --out runs/vae --epochs 100
+    vi-models evaluate runs/vae            # writes and prints metrics.json
+    vi-models sample runs/vae -n 64 --out samples.png
+
+User errors print one line (``vi-models: error: ...``) and exit with status 2, without a
+traceback; nothing already on disk is damaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``vi-models`` (one sub-parser per command and model family)."""
+    from .families import FAMILIES
+
+    parser = argparse.ArgumentParser(
+        prog="vi-models",
+        description="Fit deep generative models by variational inference, evaluate held-out "
+        "likelihoods and draw samples.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    fit_parser = commands.add_parser("fit", help="fit a model and write a run directory")
+    models = fit_parser.add_subparsers(dest="model", metavar="MODEL")
+    models.required = True
+    for name, family in sorted(FAMILIES.items()):
+        sub = models.add_parser(name, help=family.help, description=family.help)
+        sub.add_argument("--data", default="digits",
+                         help="bundled dataset name (digits, digits-binary, moons, ...) or a file "
+                              "(.npy, .npz, .csv, IDX); default digits")
+        sub.add_argument("--out", required=True, help="run directory to create")
+        sub.add_argument("--epochs", type=_positive_int, default=100, help="training epochs (default 100)")
+        sub.add_argument("--batch-size", type=_positive_int, default=128, help="minibatch size (default 128)")
+        sub.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)")
+        sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+        sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        sub.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs")
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+        sub.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        family.add_arguments(sub)
+
+    ev = commands.add_parser("evaluate", help="held-out log-likelihood and bits/dim of a run")
+    ev.add_argument("run_dir", help="a directory written by `vi-models fit`")
+    ev.add_argument("--data", default=None,
+                    help="score every row of this file (or bundled dataset's test split) instead of "
+                         "the run's test split")
+    ev.add_argument("--num-samples", type=_positive_int, default=1000,
+                    help="importance samples per observation for bounds (default 1000)")
+    ev.add_argument("--device", default=None, help="device to evaluate on (default: the run's)")
+
+    sm = commands.add_parser("sample", help="draw samples from a fitted run")
+    sm.add_argument("run_dir", help="a directory written by `vi-models fit`")
+    sm.add_argument("-n", "--num", type=_positive_int, default=64, help="number of samples (default 64)")
+    sm.add_argument("--out", default=None, help="output file: .png (grid or scatter) or .npy (array); "
+                                                "default RUN_DIR/samples.png")
+    sm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sm.add_argument("--mean", action="store_true", help="decoder means instead of noisy samples")
+    sm.add_argument("--sampler", default=None, help="sampler of the family (diffusion: ancestral, ddim)")
+    sm.add_argument("--steps", type=_positive_int, default=None, help="sampler steps (diffusion)")
+    sm.add_argument("--device", default=None, help="device (default: the run's)")
+    return parser
+
+
+def _data_options(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: config[k] for k in ("test_size", "random_state", "seed") if k in config}
+
+
+def _load_bundle(name: str, device: Any, options: dict[str, Any] | None = None) -> Any:
+    from .data import load_dataset
+
+    return load_dataset(name, device=device, **(options or {}))
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    import torch
+
+    from ._checks import resolve_device
+    from .families import get_family
+    from .plots import plot_history, plot_samples
+    from .runs import RunDir
+
+    family = get_family(args.model)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    bundle = _load_bundle(args.data, device)  # validate the data before creating the run directory
+    model_config = family.config_from_args(args)
+    model, guide = family.build(model_config, bundle, device)
+    data_ref = args.data if not os.path.exists(args.data) else str(Path(args.data).resolve())
+    config = {
+        "model": family.name,
+        "data": data_ref,
+        "data_options": {},
+        "model_config": model_config,
+        "fit": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
+        "device": str(device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    run = RunDir.create(args.out, config, overwrite=args.overwrite, resume=args.resume)
+    started = time.perf_counter()
+    history = family.train(
+        model,
+        guide,
+        bundle,
+        model_config,
+        run=run,
+        fit_options={
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "device": device,
+            "seed": args.seed,
+            "resume": args.resume,
+            "progress": not args.no_progress,
+        },
+    )
+    run.write_json("config.json", {"format": run.config()["format"], **config, "model_config": model_config})
+    run.write_json("history.json", {**history, "fit_seconds": time.perf_counter() - started})
+    if history.get("loss"):
+        run.save_figure("loss.png", plot_history(history, title=f"{family.name} on {bundle.name}"))
+    torch.manual_seed(args.seed)
+    samples = family.sample(model, guide, 64, model_config)
+    run.save_figure("samples.png", plot_samples(samples, image_shape=bundle.image_shape, reference=bundle.train[:2000]
+                                                if bundle.image_shape is None else None))
+    for name, figure in family.figures(model, guide, bundle, model_config).items():
+        run.save_figure(name, figure)
+    final = history["loss"][-1] if history.get("loss") else float("nan")
+    print(f"fitted {family.name} on {bundle.name}: final training loss {final:.4f} nats/observation; "
+          f"run directory {run.path}")
+    return 0
+
+
+def _open_run(run_dir: str, device: Any) -> tuple[Any, Any, Any, Any, Any, dict[str, Any]]:
+    from ._checks import resolve_device
+    from .checkpoint import load_modules
+    from .families import get_family
+    from .runs import RunDir
+
+    run = RunDir.open(run_dir)
+    config = run.config()
+    family = get_family(config["model"])
+    dev = resolve_device(device or config.get("device", "cpu"))
+    bundle = _load_bundle(config["data"], dev, config.get("data_options"))
+    model, guide = family.build(dict(config["model_config"]), bundle, dev)
+    load_modules(run.checkpoint_path, model, guide, map_location=dev)
+    for module in (model, guide):
+        if hasattr(module, "eval"):
+            module.eval()
+    return run, family, bundle, model, guide, config
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .families import metrics_from_log_likelihood
+
+    run, family, bundle, model, guide, config = _open_run(args.run_dir, args.device)
+    if args.data is not None:
+        other = _load_bundle(args.data, bundle.train.device)
+        if tuple(other.data_shape) != tuple(bundle.data_shape):
+            from .errors import DataError
+
+            raise DataError(
+                f"expected data of shape (N, {', '.join(map(str, bundle.data_shape))}) like the run's "
+                f"training data, got {tuple(other.data_shape)} from {args.data!r}"
+            )
+        data = torch.cat([t for t in (other.train, other.test) if t is not None]) if os.path.exists(args.data) else other.test
+        source = args.data
+    else:
+        data, source = bundle.test, f"{config['data']} (test split)"
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    ll = family.log_likelihood(model, guide, data, config["model_config"], num_samples=args.num_samples)
+    metrics = metrics_from_log_likelihood(
+        ll, bundle, discrete=family.is_discrete(model),
+        estimator=f"{family.estimator}" + (f"-{args.num_samples}" if family.estimator in ("iwae",) else ""),
+        num_samples=args.num_samples if family.estimator == "iwae" else None,
+    )
+    metrics.update(family.extra_metrics(model, guide, data, config["model_config"], num_samples=args.num_samples))
+    if "test_elbo" in metrics:
+        metrics["test_elbo_bits_per_dim"] = float(bundle.bits_per_dim(metrics["test_elbo"], discrete=family.is_discrete(model)))
+        metrics["elbo_gap"] = metrics["test_log_likelihood"] - metrics["test_elbo"]
+    metrics.update({"model": family.name, "data": source, "eval_seconds": time.perf_counter() - started})
+    if args.data is None:
+        run.write_json("metrics.json", metrics)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .checkpoint import atomic_write_bytes
+    from .plots import plot_samples
+
+    run, family, bundle, model, guide, config = _open_run(args.run_dir, args.device)
+    out = Path(args.out) if args.out else run.path / "samples.png"
+    if out.suffix.lower() not in (".png", ".npy"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"expected --out to end in .png or .npy, got {str(out)!r}")
+    torch.manual_seed(args.seed)
+    options = {k: v for k, v in (("mean", args.mean), ("sampler", args.sampler), ("steps", args.steps)) if v}
+    samples = family.sample(model, guide, args.num, config["model_config"], **options)
+    if out.suffix.lower() == ".npy":
+        import io
+
+        buffer = io.BytesIO()
+        np.save(buffer, samples.detach().cpu().numpy())
+        atomic_write_bytes(out, buffer.getvalue())
+    else:
+        from .runs import RunDir
+
+        figure = plot_samples(samples, image_shape=bundle.image_shape,
+                              reference=bundle.train[:2000] if bundle.image_shape is None else None)
+        RunDir(out.parent).save_figure(out.name, figure)
+    print(f"wrote {args.num} samples to {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vi-models`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import VIModelsError
+
+    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample}
+    try:
+        return handlers[args.command](args)
+    except (VIModelsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"vi-models: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vi-models: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
