@@ -24,6 +24,7 @@ from .errors import (  # noqa: E402
     RunDirectoryError,
     VIModelsError,
 )
+from .data import DataBundle, available_datasets, load_dataset  # noqa: E402
 from .fit import FitResult, fit  # noqa: E402
 from .likelihood import bits_per_dim, log_importance_weights, log_likelihood, logmeanexp
 from .losses import LOSS_NAMES, linear_annealing, make_elbo
@@ -31,6 +32,9 @@ from .losses import LOSS_NAMES, linear_annealing, make_elbo
 __all__ = [
     "fit",
     "FitResult",
+    "load_dataset",
+    "DataBundle",
+    "available_datasets",
     "log_likelihood",
     "log_importance_weights",
     "bits_per_dim",
@@ -48,9 +52,3 @@ __all__ = [
     "DegenerateFitWarning",
 ]
 
-try:  # the data module is optional at import time while it is being written
-    from .data import DataBundle, available_datasets, load_dataset  # noqa: F401
-
-    __all__ += ["load_dataset", "DataBundle", "available_datasets"]
-except ImportError:  # pragma: no cover
-    pass

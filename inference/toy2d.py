@@ -1,31 +1,21 @@
 """The 2-D toy densities of FFJORD and Residual Flows, each with its exact log density.
 
-The samplers follow ``lib/toy_data.py`` of FFJORD (Grathwohl et al. 2019), which the
-Residual Flows paper (Chen et al. 2019) reuses, with two deliberate changes that make the
-density well defined:
+The samplers follow FFJORD's ``lib/toy_data.py`` (reused by Residual Flows) with two changes
+that make the density well defined: scikit-learn's ``make_moons``/``make_circles`` put points
+on a ``linspace`` of the arc parameter, here it is uniform (the continuum limit); and where
+FFJORD splits a batch into fixed halves or fifths, the component is drawn at random.
 
-* scikit-learn's ``make_moons`` and ``make_circles`` place points on a ``linspace`` of the
-  arc parameter; here the parameter is uniform on the arc (the continuum limit);
-* where FFJORD splits a batch into fixed halves or fifths (moons, circles, 2spirals,
-  pinwheel) the component is drawn at random with equal weights (a mixture).
-
-Every density is a mixture of a noise kernel over a curve or a set of points,
-
-    p(x) = integral p(s) k(x - c(s)) ds,
-
-and ``log_prob`` evaluates it in float64: in closed form (8gaussians, circles,
-checkerboard), by composite Gauss-Legendre quadrature over the curve parameter with
-panels of roughly equal arc length (moons, swissroll, 2spirals; doubling the nodes
-changes the log density by less than 1e-8 where samples fall), or by the change of
-variables over every pre-image (pinwheel). All of it is plain torch, so ``log_prob`` is
-differentiable in ``x`` (checkerboard: piecewise constant).
+Each density is a noise kernel mixed over a curve or a set of points, p(x) = int p(s) k(x - c(s)) ds,
+and ``log_prob`` evaluates it in float64: in closed form (8gaussians, circles, checkerboard), by
+composite Gauss-Legendre quadrature over the curve parameter with panels of about equal arc
+length (moons, swissroll, 2spirals: doubling the nodes moves log p by < 1e-8 where samples
+fall), or by the change of variables over every pre-image (pinwheel). It is plain torch, so
+``log_prob`` is differentiable in ``x``.
 
 References
 ----------
-Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud. "FFJORD: Free-form continuous dynamics
-for scalable reversible generative models." ICLR 2019. Code: ``lib/toy_data.py``.
-Chen, Behrmann, Duvenaud, Jacobsen. "Residual flows for invertible generative modeling."
-NeurIPS 2019.
+Grathwohl et al. "FFJORD: Free-form continuous dynamics for scalable reversible generative
+models." ICLR 2019. Chen et al. "Residual flows for invertible generative modeling." NeurIPS 2019.
 
 Example
 -------
@@ -49,16 +39,8 @@ from ._checks import check_positive_int, resolve_device
 from .errors import ConfigError, DataError
 
 __all__ = [
-    "ToyDensity",
-    "EightGaussians",
-    "Moons",
-    "Circles",
-    "SwissRoll",
-    "TwoSpirals",
-    "Pinwheel",
-    "Checkerboard",
-    "TOY_DENSITIES",
-    "get_toy_density",
+    "ToyDensity", "EightGaussians", "Moons", "Circles", "SwissRoll", "TwoSpirals", "Pinwheel",
+    "Checkerboard", "TOY_DENSITIES", "get_toy_density", "normalize_toy_name",
 ]
 
 _F64 = torch.float64
@@ -156,14 +138,21 @@ class ToyDensity(ABC):
         return 1
 
     @abstractmethod
-    def _sample(
-        self, n: int, generator: torch.Generator | None, device: torch.device
-    ) -> torch.Tensor:
+    def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         """``(n, 2)`` float64 points drawn on ``device``."""
 
     @abstractmethod
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log density of ``x`` (float64, ``(m, 2)``), shape ``(m,)``."""
+
+
+class _Quadrature:
+    """Composite Gauss-Legendre quadrature over a curve parameter: ``panels`` panels of ``order`` nodes."""
+
+    def __init__(self, panels: int, order: int) -> None:
+        self.panels = check_positive_int(panels, "panels")
+        self.order = check_positive_int(order, "order")
+        super().__init__()
 
 
 class _GaussianMixture(ToyDensity):
@@ -212,7 +201,7 @@ class EightGaussians(_GaussianMixture):
         return self._centers.to(device)[k] + self.sigma * eps
 
 
-class Moons(_GaussianMixture):
+class Moons(_Quadrature, _GaussianMixture):
     """Two interleaving half circles (``make_moons(noise=0.1) * 2 + (-1, -0.2)``).
 
     t ~ U(0, pi); with probability 1/2 each, p = (cos t, sin t) or (1 - cos t, 1/2 - sin t);
@@ -232,9 +221,7 @@ class Moons(_GaussianMixture):
     _shift = np.array([-1.0, -0.2])
 
     def __init__(self, panels: int = 24, order: int = 8) -> None:
-        self.panels = check_positive_int(panels, "panels")
-        self.order = check_positive_int(order, "order")
-        super().__init__()
+        super().__init__(panels, order)
 
     def _components(self) -> tuple[np.ndarray, np.ndarray]:
         t, w = _gauss_legendre(np.linspace(0.0, math.pi, self.panels + 1), self.order)
@@ -247,14 +234,12 @@ class Moons(_GaussianMixture):
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         inner = torch.randint(0, 2, (n, 1), generator=generator, device=device).bool()
         t = math.pi * torch.rand(n, generator=generator, dtype=_F64, device=device)
-        outer_p = torch.stack([t.cos(), t.sin()], -1)
-        inner_p = torch.stack([1.0 - t.cos(), 0.5 - t.sin()], -1)
-        p = torch.where(inner, inner_p, outer_p)
+        p = torch.where(inner, torch.stack([1.0 - t.cos(), 0.5 - t.sin()], -1), torch.stack([t.cos(), t.sin()], -1))
         p = p + 0.1 * torch.randn(n, 2, generator=generator, dtype=_F64, device=device)
         return 2.0 * p + torch.as_tensor(self._shift, dtype=_F64, device=device)
 
 
-class SwissRoll(_GaussianMixture):
+class SwissRoll(_Quadrature, _GaussianMixture):
     """``make_swiss_roll(noise=1)[:, [0, 2]] / 5``: t = 1.5 pi (1 + 2u), u ~ U(0, 1),
     x = t (cos t, sin t) / 5 + 0.2 eps.
 
@@ -273,9 +258,7 @@ class SwissRoll(_GaussianMixture):
     sigma = 0.2
 
     def __init__(self, panels: int = 64, order: int = 8) -> None:
-        self.panels = check_positive_int(panels, "panels")
-        self.order = check_positive_int(order, "order")
-        super().__init__()
+        super().__init__(panels, order)
 
     def _components(self) -> tuple[np.ndarray, np.ndarray]:
         t_lo, t_hi = 1.5 * math.pi, 4.5 * math.pi
@@ -315,15 +298,12 @@ class Circles(ToyDensity):
         rho = x.norm(dim=-1, keepdim=True)  # (m, 1)
         radius = torch.tensor(self.radii, dtype=_F64, device=x.device)  # (2,)
         s2 = self.sigma**2
-        log_ring = (
-            -((rho - radius) ** 2) / (2 * s2)
-            + torch.special.i0e(rho * radius / s2).log()
-            - math.log(2 * math.pi * s2)
-        )
-        return torch.logsumexp(log_ring, dim=-1) - math.log(2.0)
+        # -(rho^2 + R^2) / (2 s^2) + log I_0(rho R / s^2) = -(rho - R)^2 / (2 s^2) + log i0e(rho R / s^2)
+        log_ring = -((rho - radius) ** 2) / (2 * s2) + torch.special.i0e(rho * radius / s2).log()
+        return -math.log(2 * math.pi * s2) + torch.logsumexp(log_ring, dim=-1) - math.log(2.0)
 
 
-class TwoSpirals(ToyDensity):
+class TwoSpirals(_Quadrature, ToyDensity):
     """Two spirals: n = 3 pi sqrt(u), d = (-n cos n + U1 / 2, n sin n + U2 / 2), u, U1, U2 ~ U(0, 1);
     x = +-d / 3 + 0.1 eps with the sign drawn with probability 1/2.
 
@@ -346,8 +326,7 @@ class TwoSpirals(ToyDensity):
     width = 0.5 / 3.0
 
     def __init__(self, panels: int = 80, order: int = 12) -> None:
-        self.panels = check_positive_int(panels, "panels")
-        self.order = check_positive_int(order, "order")
+        super().__init__(panels, order)
         v, w = _gauss_legendre(np.sqrt(np.linspace(0.0, 1.0, self.panels + 1)), self.order)
         n = 3.0 * math.pi * v
         corners = np.stack([-n * np.cos(n), n * np.sin(n)], -1) / 3.0
@@ -364,11 +343,9 @@ class TwoSpirals(ToyDensity):
         return 8 * self.order + 4 * self.panels
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-        def rand() -> torch.Tensor:
-            return torch.rand(n, generator=generator, dtype=_F64, device=device)
-
-        angle = rand().sqrt() * 540 * (2 * math.pi) / 360
-        d = torch.stack([-angle.cos() * angle + 0.5 * rand(), angle.sin() * angle + 0.5 * rand()], -1)
+        u = torch.rand(3, n, generator=generator, dtype=_F64, device=device)
+        angle = u[0].sqrt() * 540 * (2 * math.pi) / 360
+        d = torch.stack([-angle.cos() * angle + 0.5 * u[1], angle.sin() * angle + 0.5 * u[2]], -1)
         sign = 1.0 - 2.0 * torch.randint(0, 2, (n, 1), generator=generator, device=device).to(_F64)
         return sign * d / 3.0 + self.sigma * torch.randn(n, 2, generator=generator, dtype=_F64, device=device)
 
@@ -516,12 +493,10 @@ class Pinwheel(ToyDensity):
         slope = 1.0 + self.rate * r_row.detach() * root.sin() * (r_row.detach() * root.cos()).exp()
         psi_root = root - (self._h(root, r_row, offset[row, cls]) - target) / slope
         f = r_row[:, None] * torch.stack([psi_root.cos(), psi_root.sin()], -1)
-        log_term = (
-            _log_normal(f[:, 0], 1.0, self.radial_std)
-            + _log_normal(f[:, 1], 0.0, self.tangential_std)
-            - self.log_abs_det_jacobian(f)
-            - math.log(self.num_classes)
-        )
+        std = torch.tensor([self.radial_std, self.tangential_std], dtype=_F64, device=x.device)
+        z = (f - torch.tensor([1.0, 0.0], dtype=_F64, device=x.device)) / std
+        log_normal = (-0.5 * z**2 - std.log()).sum(-1) - math.log(2 * math.pi)
+        log_term = log_normal - self.log_abs_det_jacobian(f) - math.log(self.num_classes)
         return _segment_logsumexp(log_term, row, len(x))
 
 
@@ -550,8 +525,7 @@ class Checkerboard(ToyDensity):
 
 
 TOY_DENSITIES: dict[str, type[ToyDensity]] = {
-    cls.name: cls
-    for cls in (EightGaussians, Moons, Circles, SwissRoll, TwoSpirals, Pinwheel, Checkerboard)
+    cls.name: cls for cls in (EightGaussians, Moons, Circles, SwissRoll, TwoSpirals, Pinwheel, Checkerboard)
 }
 _ALIASES = {"eightgaussians": "8gaussians", "twospirals": "2spirals", "twomoons": "moons"}
 
@@ -606,17 +580,12 @@ def _gauss_legendre(breaks: np.ndarray, order: int) -> tuple[np.ndarray, np.ndar
     return (0.5 * (hi - lo) * z + 0.5 * (hi + lo)).ravel(), (0.5 * (hi - lo) * w).ravel()
 
 
-def _log_normal(value: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    return -0.5 * ((value - mean) / std) ** 2 - math.log(std * math.sqrt(2 * math.pi))
-
-
 def _ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Phi(a) - Phi(b) for a > b, with relative accuracy in the tails (until it underflows)."""
     erfc_a, erfc_b = torch.special.erfc(a.abs() / math.sqrt(2)), torch.special.erfc(b.abs() / math.sqrt(2))
     both_above, both_below = b > 0, a < 0  # tails: Phi(-|z|) = erfc(|z| / sqrt 2) / 2
-    return torch.where(
-        both_above, 0.5 * (erfc_b - erfc_a), torch.where(both_below, 0.5 * (erfc_a - erfc_b), 1.0 - 0.5 * (erfc_a + erfc_b))
-    )
+    straddle = 1.0 - 0.5 * (erfc_a + erfc_b)
+    return torch.where(both_above, 0.5 * (erfc_b - erfc_a), torch.where(both_below, 0.5 * (erfc_a - erfc_b), straddle))
 
 
 def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -630,9 +599,6 @@ def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _segment_logsumexp(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
     """logsumexp of ``values`` grouped by ``segment`` ids; ``(num_segments,)``."""
-    peak = values.new_full((num_segments,), -math.inf).scatter_reduce(
-        0, segment, values.detach(), reduce="amax", include_self=True
-    )
-    shifted = (values - peak[segment]).exp()
-    total = values.new_zeros(num_segments).index_add(0, segment, shifted)
+    peak = values.new_full((num_segments,), -math.inf).scatter_reduce(0, segment, values.detach(), "amax")
+    total = values.new_zeros(num_segments).index_add(0, segment, (values - peak[segment]).exp())
     return total.log() + peak

@@ -174,7 +174,7 @@ def test_pinwheel_log_det_matches_autograd() -> None:
     features[:, 0] += 1.0
     labels = torch.randint(0, 5, (40,), generator=gen)
     for f, c in zip(features, labels):
-        jac = torch.autograd.functional.jacobian(lambda v: density.transform(v[None], c[None])[0], f)
+        jac = torch.autograd.functional.jacobian(lambda v, c=c: density.transform(v[None], c[None])[0], f)
         expected = torch.linalg.det(jac).abs().log()
         assert float(density.log_abs_det_jacobian(f[None])[0]) == pytest.approx(float(expected), abs=1e-10)
     assert (1 + 0.25 * features[:, 1] * features[:, 0].exp() < 0).any()

@@ -1,0 +1,637 @@
+r"""Normalizing flows: exact densities by change of variables, as Pyro models.
+
+Generative story, for each observation ``i`` of the plate ``"data"`` (``D = dim``):
+
+.. code-block:: text
+
+    z_i ~ p_0(z) = N(0, I_D)                                   base distribution (buffers)
+    x_i = f(z_i) = a o f_K o ... o f_1 (z_i)                   K invertible layers, then ActNorm a
+                                                               (and a logistic squash for domain="unit")
+
+and the exact log-density by change of variables (THEORY T22; Dinh et al. 2017, eq. 3):
+
+.. code-block:: text
+
+    log p(x) = log p_0(z_0) - sum_k log |det d f_k / d z_{k-1}|,   z_0 = f^{-1}(x)
+
+The layers are Pyro's transforms, not rewritten:
+
+* :class:`RealNVP`: affine coupling (Dinh et al. 2017, eqs. 4-6; THEORY T23),
+  ``y_{1:d} = x_{1:d}``, ``y_{d+1:D} = x_{d+1:D} * exp(s(x_{1:d})) + t(x_{1:d})``, whose
+  Jacobian is triangular with ``log|det| = sum s(x_{1:d})``
+  (:class:`pyro.distributions.transforms.AffineCoupling`), with a permutation between layers;
+* :class:`SplineFlow`: rational-quadratic spline coupling (Durkan et al. 2019, Sec. 3.1,
+  eqs. 4-6) on ``[-bound, bound]``, the identity outside
+  (:class:`pyro.distributions.transforms.SplineCoupling` with ``order="quadratic"``);
+* :class:`MAF`: masked autoregressive flow (Papamakarios et al. 2017, eqs. 2-4), the inverse
+  of Pyro's :class:`~pyro.distributions.transforms.AffineAutoregressive` (an IAF layer), so
+  that ``log p(x)`` takes one network pass per layer and sampling ``D`` passes.
+
+Two pieces Pyro lacks are written here: :class:`ActNorm` (Kingma & Dhariwal 2018, Sec. 3.1),
+a learned per-dimension affine map at the data end with an optional data-dependent start
+(:meth:`NormalizingFlow.initialize`), and the bookkeeping that makes a flow a
+:class:`~pyro.nn.PyroModule` (parameters in ``nn.ModuleList``; base distribution and
+permutations as buffers, so ``.to(device)`` and ``state_dict`` cover everything). Pyro's
+permutation transform is rebuilt from a buffer on every call, and the transforms' caches are
+cleared whenever a distribution is built, so a cached inverse never outlives a parameter
+update.
+
+Fitting is maximum likelihood through the ordinary engine: the model has a single sample
+site, the observed ``x``, so with ``guide=None`` the ELBO equals ``log p(x)`` exactly and
+``inference.fit(flow, None, data, loss="elbo")`` maximises it. A flow also serves as a
+learned VAE prior (:class:`FlowPriorVAE`) and, conditioned on ``x``, as a VAE posterior
+(:class:`guides.FlowEncoder`).
+
+References
+----------
+L. Dinh, J. Sohl-Dickstein and S. Bengio, "Density estimation using Real NVP", ICLR 2017.
+C. Durkan, A. Bekasov, I. Murray and G. Papamakarios, "Neural Spline Flows", NeurIPS 2019.
+G. Papamakarios, T. Pavlakou and I. Murray, "Masked Autoregressive Flow for Density
+Estimation", NeurIPS 2017.
+D. P. Kingma and P. Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions",
+NeurIPS 2018.
+J. M. Tomczak and M. Welling, "VAE with a VampPrior", AISTATS 2018 (learned priors).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_transform import TransformModule
+from pyro.distributions.transforms import (
+    AffineAutoregressive,
+    AffineCoupling,
+    Permute,
+    SplineCoupling,
+)
+from pyro.infer.util import is_validation_enabled
+from pyro.nn import AutoRegressiveNN, DenseNN, PyroModule
+from torch import Tensor, nn
+from torch.distributions import AffineTransform, ComposeTransform, SigmoidTransform, Transform
+
+from inference._checks import check_choice, check_positive_int, resolve_device
+from inference.errors import ConfigError, DataError
+
+from .nets import ActivationFactory, _check_dims, _make_activation, check_batch
+from .vae import DATA_PLATE, OBSERVED, VAE
+
+__all__ = ["ActNorm", "NormalizingFlow", "RealNVP", "SplineFlow", "MAF", "FlowPriorVAE", "clear_transform_caches"]
+
+Domain = Literal["real", "unit"]
+
+
+def clear_transform_caches(module: nn.Module) -> None:
+    """Forget the cached ``(x, y)`` pair of every transform inside ``module``.
+
+    Pyro's transforms cache their last input/output and return the cached inverse when handed
+    the *same tensor object* again; after a parameter update that inverse is stale. Every
+    distribution a flow builds starts from cleared caches.
+    """
+    for sub in module.modules():
+        if isinstance(sub, Transform) and getattr(sub, "_cache_size", 0) == 1:
+            sub._cached_x_y = None, None
+
+
+def _check_float(value: Any, name: str, *, low: float, high: float = math.inf, hint: str = "") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value < high):
+        span = f"in ({low}, {high})" if math.isfinite(high) else f"> {low}"
+        raise ConfigError(f"expected {name} to be a number {span}, got {value!r}{hint}")
+    return float(value)
+
+
+class ActNorm(TransformModule):
+    r"""Learned elementwise affine map ``y = x * exp(log_scale) + loc`` (Glow, Sec. 3.1).
+
+    ``log|det dy/dx| = sum_j log_scale_j``, the same for every ``x``. Starts as the identity;
+    :meth:`NormalizingFlow.initialize` sets it from data.
+
+    Parameters
+    ----------
+    dim
+        Size ``D`` of the last (event) dimension.
+    device, dtype
+        Where and in which dtype the parameters are created.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, dim: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__(cache_size=1)
+        self.loc = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
+        self.log_scale = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
+
+    def _call(self, x: Tensor) -> Tensor:
+        return x * torch.exp(self.log_scale) + self.loc
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return (y - self.loc) * torch.exp(-self.log_scale)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.log_scale.sum().expand(x.shape[:-1])
+
+
+class NormalizingFlow(PyroModule):
+    """Base class: a density ``p(x)`` on ``R^D`` (or ``[0, 1)^D``) by a stack of invertible layers.
+
+    Subclasses fill ``self.layers`` (an ``nn.ModuleList`` of Pyro ``TransformModule``) and may
+    override :meth:`_steps` to interleave parameter-free transforms. See the module docstring
+    for the generative story.
+
+    Parameters
+    ----------
+    dim
+        Data dimension ``D`` (>= 2: coupling layers split the vector in two).
+    domain
+        ``"real"``: ``x`` in ``R^D``. ``"unit"``: ``x`` in ``[0, 1)^D`` (dequantised data), by
+        a final logistic squash ``x = (sigmoid(u) - alpha) / (1 - 2 alpha)`` (Dinh et al.
+        2017, Sec. 4.1), whose log-Jacobian is part of ``log p(x)``.
+    alpha
+        Margin of the ``"unit"`` squash, in ``(0, 0.5)``: the support is
+        ``(-alpha, 1 - alpha) / (1 - 2 alpha)``, slightly wider than ``[0, 1)``.
+    device, dtype
+        Where and in which floating dtype parameters and buffers live (default CPU and
+        ``torch.get_default_dtype()``); ``.to(...)`` moves them later.
+
+    Attributes
+    ----------
+    is_discrete : bool
+        ``False``: ``log_prob`` is a density.
+    """
+
+    is_discrete = False
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        domain: Domain = "real",
+        alpha: float = 0.05,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self._dim = check_positive_int(dim, "dim", minimum=2)
+        self.domain = check_choice(domain, "domain", ("real", "unit"))
+        self.alpha = _check_float(alpha, "alpha", low=0.0, high=0.5)
+        self._factory = {"device": resolve_device(device), "dtype": dtype or torch.get_default_dtype()}
+        # p_0(z) = N(0, I): buffers, so the base follows .to(device/dtype) with the parameters.
+        self.register_buffer("base_loc", torch.zeros(self._dim, **self._factory), persistent=False)
+        self.register_buffer("base_scale", torch.ones(self._dim, **self._factory), persistent=False)
+        self.layers = nn.ModuleList()
+        self.actnorm = ActNorm(self._dim, **self._factory)
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def dim(self) -> int:
+        """Data dimension ``D``."""
+        return self._dim
+
+    @property
+    def data_shape(self) -> torch.Size:
+        """Event shape of one observation, ``(D,)``."""
+        return torch.Size([self._dim])
+
+    def _steps(self) -> list[Transform]:
+        """The learnable layers in generative order ``z -> x`` (before ActNorm and the squash)."""
+        return list(self.layers)
+
+    def _squash(self) -> list[Transform]:
+        if self.domain == "real":
+            return []
+        a = self.alpha
+        return [SigmoidTransform(), AffineTransform(-a / (1 - 2 * a), 1 / (1 - 2 * a))]
+
+    def transform(self) -> ComposeTransform:
+        """The bijection ``f: z -> x`` from the base space to data space, caches cleared.
+
+        Returns
+        -------
+        ComposeTransform
+            ``f(z)`` maps ``(..., D) -> (..., D)``; ``f.inv(x)`` inverts it and
+            ``f.log_abs_det_jacobian(z, x)`` is ``log|det df/dz|`` of shape ``(...)``.
+        """
+        clear_transform_caches(self)
+        return ComposeTransform([*self._steps(), self.actnorm, *self._squash()])
+
+    def base(self) -> dist.Distribution:
+        """``p_0 = N(0, I_D)``: batch shape ``()``, event shape ``(D,)``."""
+        return dist.Normal(self.base_loc, self.base_scale).to_event(1)
+
+    def distribution(self) -> dist.TransformedDistribution:
+        """The flow density ``p(x)``: batch shape ``()``, event shape ``(D,)``."""
+        clear_transform_caches(self)
+        return dist.TransformedDistribution(self.base(), [*self._steps(), self.actnorm, *self._squash()])
+
+    def extra_repr(self) -> str:
+        return f"dim={self._dim}, num_layers={len(self.layers)}, domain={self.domain!r}"
+
+    # ------------------------------------------------------------------ density and samples
+
+    def _check_data(self, x: Any, name: str = "x") -> Tensor:
+        check_batch(x, self.data_shape, like=self.base_loc, name=name)
+        if self.domain == "unit":
+            a = self.alpha
+            low, high = -a / (1 - 2 * a), (1 - a) / (1 - 2 * a)
+            if not bool(((x > low) & (x < high)).all()):
+                raise DataError(
+                    f"expected {name} in [0, 1) for domain='unit' (support ({low:.4g}, {high:.4g})), got values in "
+                    f"[{float(x.min()):.3g}, {float(x.max()):.3g}]; rescale the data to [0, 1) or use domain='real'"
+                )
+        return x
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact ``log p(x)`` by change of variables (THEORY T22), differentiable in the parameters.
+
+        Parameters
+        ----------
+        x
+            Data, shape ``(B, D)``, the module's dtype and device.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(B,)``, nats.
+
+        Raises
+        ------
+        DataError
+            ``x`` of the wrong shape, dtype or device; outside ``[0, 1)`` for ``domain="unit"``.
+        """
+        self._check_data(x)
+        return self.distribution().log_prob(x)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``z ~ N(0, I)`` and return ``x = f(z)``, without gradients.
+
+        Parameters
+        ----------
+        n
+            Number of samples.
+        generator
+            Random generator on the module's device, for reproducible draws.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(n, D)``.
+        """
+        n = check_positive_int(n, "n")
+        z = torch.randn(n, self._dim, generator=generator, device=self.base_loc.device, dtype=self.base_loc.dtype)
+        return self.transform()(z * self.base_scale + self.base_loc)
+
+    def forward(self, x: Tensor | None = None, *, num_samples: int | None = None) -> Tensor:
+        """The Pyro model: ``x ~ p(x)`` at site ``OBSERVED`` inside ``pyro.plate(DATA_PLATE, B, dim=-1)``.
+
+        Parameters
+        ----------
+        x
+            Data, shape ``(B, D)``; ``None`` to sample.
+        num_samples
+            ``B`` when ``x`` is ``None``.
+
+        Returns
+        -------
+        Tensor
+            The site's value, shape ``(..., B, D)``.
+
+        Raises
+        ------
+        ConfigError
+            Both or neither of ``x`` and ``num_samples``.
+        DataError
+            As :meth:`log_prob`.
+        """
+        if (x is None) == (num_samples is None):
+            raise ConfigError(
+                "expected either data x of shape (B, D) or num_samples, "
+                f"got {'both' if x is not None else 'neither'}; pass exactly one"
+            )
+        if x is None:
+            batch_size = check_positive_int(num_samples, "num_samples")
+        else:
+            self._check_data(x)
+            batch_size = x.shape[0]
+        with pyro.plate(DATA_PLATE, batch_size, dim=-1):
+            return pyro.sample(OBSERVED, self.distribution(), obs=x)
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> NormalizingFlow:
+        """Data-dependent start of :class:`ActNorm` (Glow, Sec. 3.1): standardise ``x`` on entry.
+
+        Sets ``loc`` and ``log_scale`` so that the data, mapped back through the squash
+        (``domain="unit"``), have mean 0 and standard deviation 1 per dimension under ActNorm's
+        inverse. Optional; call it once before fitting.
+
+        Parameters
+        ----------
+        x
+            Training data (or a large batch), shape ``(N, D)``, ``N >= 2``.
+
+        Returns
+        -------
+        NormalizingFlow
+            ``self``, for chaining.
+        """
+        self._check_data(x)
+        if x.shape[0] < 2:
+            raise DataError(f"expected at least 2 rows to estimate a scale, got {x.shape[0]}")
+        u = x
+        for t in reversed(self._squash()):
+            u = t.inv(u)
+        std = u.std(0).clamp_min(1e-3)
+        self.actnorm.loc.copy_(u.mean(0))
+        self.actnorm.log_scale.copy_(std.log())
+        return self
+
+
+def _permutations(dim: int, num_layers: int, kind: str, **factory: Any) -> Tensor:
+    """``(num_layers, dim)`` permutations: alternately reversed, or fixed random ones (seeded by layer)."""
+    if kind == "reverse":
+        rows = [torch.arange(dim) if k % 2 == 0 else torch.arange(dim - 1, -1, -1) for k in range(num_layers)]
+    else:
+        rows = [torch.randperm(dim, generator=torch.Generator().manual_seed(k)) for k in range(num_layers)]
+    return torch.stack(rows).to(device=factory["device"])
+
+
+class _CouplingFlow(NormalizingFlow):
+    """Coupling layers with a fixed permutation of the coordinates before each one."""
+
+    def __init__(self, dim: int, num_layers: int, permutation: str, **kwargs: Any) -> None:
+        super().__init__(dim, **kwargs)
+        self._num_layers = check_positive_int(num_layers, "num_layers")
+        kind = check_choice(permutation, "permutation", ("reverse", "random"))
+        # Persistent: the permutations are part of the model (state_dict round-trips them).
+        self.register_buffer("permutations", _permutations(self._dim, self._num_layers, kind, **self._factory))
+
+    def _steps(self) -> list[Transform]:
+        steps: list[Transform] = []
+        for perm, layer in zip(self.permutations, self.layers):
+            steps += [Permute(perm), layer]
+        return steps
+
+
+class RealNVP(_CouplingFlow):
+    r"""RealNVP: a stack of affine coupling layers (Dinh et al. 2017; THEORY T22, T23).
+
+    Layer ``k`` permutes the coordinates, then applies
+    ``y_{1:d} = x_{1:d}``, ``y_{d+1:D} = x_{d+1:D} * exp(s(x_{1:d})) + t(x_{1:d})`` with
+    ``d = D // 2`` and ``(t, s)`` one MLP (Pyro's ``AffineCoupling`` and ``DenseNN``;
+    ``s`` clipped to ``[-5, 3]``). Exact ``log p(x)`` in one pass, sampling in one pass.
+
+    Parameters
+    ----------
+    dim
+        Data dimension ``D >= 2``.
+    num_layers
+        Number of coupling layers ``K``.
+    hidden_dims
+        Hidden widths of each coupling network.
+    permutation
+        ``"reverse"`` (alternate the halves; in 2-D the swap) or ``"random"`` (fixed,
+        seeded per layer).
+    activation
+        Activation factory of the coupling networks (default ``nn.ReLU``).
+    domain, alpha, device, dtype
+        See :class:`NormalizingFlow`.
+
+    Raises
+    ------
+    ConfigError
+        ``dim < 2``, ``num_layers < 1``, malformed ``hidden_dims``, unknown option.
+
+    Examples
+    --------
+    >>> flow = RealNVP(2, num_layers=4, hidden_dims=(16,))
+    >>> x = flow.sample(5)
+    >>> flow.log_prob(x).shape
+    torch.Size([5])
+    >>> loss = pyro.infer.Trace_ELBO().differentiable_loss(flow, lambda x: None, x)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_layers: int = 8,
+        hidden_dims: Sequence[int] = (64, 64),
+        *,
+        permutation: Literal["reverse", "random"] = "reverse",
+        activation: ActivationFactory = nn.ReLU,
+        domain: Domain = "real",
+        alpha: float = 0.05,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(dim, num_layers, permutation, domain=domain, alpha=alpha, device=device, dtype=dtype)
+        hidden = list(_check_dims(hidden_dims, "hidden_dims", allow_empty=False))
+        d = self._dim // 2
+        for _ in range(self._num_layers):
+            net = DenseNN(d, hidden, param_dims=[self._dim - d, self._dim - d], nonlinearity=_make_activation(activation))
+            self.layers.append(AffineCoupling(d, net))
+        self.to(**self._factory)
+
+
+class SplineFlow(_CouplingFlow):
+    r"""Neural spline flow: rational-quadratic spline coupling layers (Durkan et al. 2019).
+
+    Layer ``k`` permutes the coordinates, then maps the first ``d = D // 2`` coordinates by
+    learned elementwise splines and the rest by splines whose knots (``count_bins`` bins:
+    widths, heights, inner derivatives; Sec. 3.1, eqs. 4-6) are an MLP of the first ``d``
+    (Pyro's ``SplineCoupling`` with ``order="quadratic"``). Each spline is monotone on
+    ``[-bound, bound]`` and the identity outside it (linear tails).
+
+    Parameters
+    ----------
+    dim
+        Data dimension ``D >= 2``.
+    num_layers
+        Number of coupling layers.
+    hidden_dims
+        Hidden widths of each conditioner network.
+    count_bins
+        Number of spline bins ``K``.
+    bound
+        Half-width ``B`` of the spline's box ``[-B, B]``.
+    permutation, activation, domain, alpha, device, dtype
+        As for :class:`RealNVP`.
+
+    Raises
+    ------
+    ConfigError
+        As for :class:`RealNVP`; ``count_bins < 2`` or ``bound <= 0``.
+
+    Examples
+    --------
+    >>> flow = SplineFlow(2, num_layers=2, hidden_dims=(16,))
+    >>> flow.log_prob(flow.sample(3)).shape
+    torch.Size([3])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_layers: int = 4,
+        hidden_dims: Sequence[int] = (64, 64),
+        *,
+        count_bins: int = 8,
+        bound: float = 4.0,
+        permutation: Literal["reverse", "random"] = "reverse",
+        activation: ActivationFactory = nn.ReLU,
+        domain: Domain = "real",
+        alpha: float = 0.05,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(dim, num_layers, permutation, domain=domain, alpha=alpha, device=device, dtype=dtype)
+        hidden = list(_check_dims(hidden_dims, "hidden_dims", allow_empty=False))
+        self.count_bins = check_positive_int(count_bins, "count_bins", minimum=2)
+        self.bound = _check_float(bound, "bound", low=0.0)
+        d, rest, k = self._dim // 2, self._dim - self._dim // 2, self.count_bins
+        for _ in range(self._num_layers):
+            # Quadratic splines take (widths, heights, inner derivatives) per coordinate.
+            net = DenseNN(d, hidden, param_dims=[rest * k, rest * k, rest * (k - 1)], nonlinearity=_make_activation(activation))
+            self.layers.append(SplineCoupling(self._dim, d, net, count_bins=k, bound=self.bound, order="quadratic"))
+        self.to(**self._factory)
+
+
+class MAF(NormalizingFlow):
+    r"""Masked autoregressive flow (Papamakarios et al. 2017): fast density, sequential sampling.
+
+    Each layer is ``x_j = z_j * exp(s_j(x_{<j})) + t_j(x_{<j})`` in its own variable order
+    (alternately natural and reversed), with ``(t, s)`` a MADE network (Pyro's
+    ``AutoRegressiveNN``): ``log p(x)`` costs one pass per layer, sampling ``D`` passes.
+
+    Parameters
+    ----------
+    dim
+        Data dimension ``D >= 2``.
+    num_layers
+        Number of autoregressive layers.
+    hidden_dims
+        Hidden widths of each MADE (each ``>= D``).
+    activation, domain, alpha, device, dtype
+        As for :class:`RealNVP`.
+
+    Raises
+    ------
+    ConfigError
+        As for :class:`RealNVP`; a hidden width smaller than ``dim``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_layers: int = 5,
+        hidden_dims: Sequence[int] = (64, 64),
+        *,
+        activation: ActivationFactory = nn.ReLU,
+        domain: Domain = "real",
+        alpha: float = 0.05,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(dim, domain=domain, alpha=alpha, device=device, dtype=dtype)
+        num_layers = check_positive_int(num_layers, "num_layers")
+        hidden = list(_check_dims(hidden_dims, "hidden_dims", allow_empty=False))
+        if min(hidden) < self._dim:
+            raise ConfigError(
+                f"expected every hidden width >= dim={self._dim} (a MADE needs a unit per input degree), "
+                f"got hidden_dims={tuple(hidden)}; widen the layers"
+            )
+        for k in range(num_layers):
+            order = torch.arange(self._dim) if k % 2 == 0 else torch.arange(self._dim - 1, -1, -1)
+            arn = AutoRegressiveNN(self._dim, hidden, permutation=order, nonlinearity=_make_activation(activation))
+            self.layers.append(AffineAutoregressive(arn))
+        self.to(**self._factory)
+
+    def _steps(self) -> list[Transform]:
+        # AffineAutoregressive is IAF-shaped (parallel z -> x); its inverse is the MAF direction.
+        return [layer.inv for layer in self.layers]
+
+
+class FlowPriorVAE(VAE):
+    r"""VAE whose prior ``p(z)`` is a normalizing flow learned with the decoder.
+
+    Generative story: ``z_i ~ p_psi(z)`` (a :class:`NormalizingFlow` over ``R^{z_dim}``,
+    default :class:`RealNVP`), ``x_i | z_i ~ p_theta(x | z_i)`` as in :class:`VAE`. A learned
+    prior tightens the ELBO's KL term ``KL(q(z|x) || p_psi(z))`` (Tomczak & Welling 2018;
+    Chen et al. 2017, "Variational Lossy Autoencoder", Sec. 3.2). The KL has no closed form:
+    ``loss="meanfield"`` falls back to the Monte-Carlo term, the same as ``loss="elbo"``.
+
+    Parameters
+    ----------
+    x_dim, z_dim, hidden_dims, likelihood
+        As for :class:`VAE` (``z_dim >= 2``).
+    prior_flow
+        A :class:`NormalizingFlow` with ``dim == z_dim`` and ``domain="real"``; default
+        ``RealNVP(z_dim, flow_layers, flow_hidden_dims)`` on the VAE's device and dtype.
+    flow_layers, flow_hidden_dims
+        Size of the default prior flow.
+    **vae_kwargs
+        Any other :class:`VAE` argument (``num_levels``, ``decoder``, ``device``, ``dtype``, ...).
+
+    Raises
+    ------
+    ConfigError
+        As for :class:`VAE`; a ``prior_flow`` of the wrong dimension or domain.
+
+    Examples
+    --------
+    >>> from guides import GaussianEncoder
+    >>> vae = FlowPriorVAE(6, 2, hidden_dims=(8,), flow_layers=2, flow_hidden_dims=(8,))
+    >>> loss = pyro.infer.Trace_ELBO().differentiable_loss(vae, GaussianEncoder(6, 2, (8,)), torch.randn(4, 6))
+    >>> vae.sample(3).shape
+    torch.Size([3, 6])
+    """
+
+    def __init__(
+        self,
+        x_dim: int | tuple[int, ...],
+        z_dim: int,
+        hidden_dims: Sequence[int] = (256, 256),
+        likelihood: Literal["gaussian", "bernoulli", "categorical"] = "gaussian",
+        *,
+        prior_flow: NormalizingFlow | None = None,
+        flow_layers: int = 4,
+        flow_hidden_dims: Sequence[int] = (64, 64),
+        **vae_kwargs: Any,
+    ) -> None:
+        super().__init__(x_dim, z_dim, hidden_dims, likelihood, **vae_kwargs)
+        if prior_flow is None:
+            if self.z_dim < 2:
+                raise ConfigError(f"expected z_dim >= 2 for a flow prior (coupling layers split z), got {self.z_dim}")
+            prior_flow = RealNVP(
+                self.z_dim, flow_layers, flow_hidden_dims, device=self.prior_loc.device, dtype=self.prior_loc.dtype
+            )
+        if not isinstance(prior_flow, NormalizingFlow) or prior_flow.dim != self.z_dim or prior_flow.domain != "real":
+            got = f"{type(prior_flow).__name__}(dim={getattr(prior_flow, 'dim', '?')}, domain={getattr(prior_flow, 'domain', '?')!r})"
+            raise ConfigError(
+                f"expected prior_flow to be a NormalizingFlow with dim=z_dim={self.z_dim} and domain='real', "
+                f"got {got}; build it as RealNVP({self.z_dim}, ...)"
+            )
+        self.prior_flow = prior_flow
+
+    def prior(self) -> dist.Distribution:
+        """The flow prior ``p_psi(z)``: batch shape ``()``, event shape ``(z_dim,)``."""
+        return self.prior_flow.distribution()
+
+    @torch.no_grad()
+    def sample(self, n: int, *, mean: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``z ~ p_psi(z)``, then ``x ~ p_theta(x | z)`` (THEORY T26); see :meth:`VAE.sample`.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(n, *data_shape)``.
+        """
+        z = self.prior_flow.sample(n, generator=generator)  # (n, z_dim)
+        return self._draw(self._decoder_output(z), mean, generator)
