@@ -105,16 +105,23 @@ def log_joint(
     return total.expand(total.shape[0], n)
 
 
-def e_step(model: Callable, x: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
+def e_step(model: Callable, x: Tensor, *, log_space: bool = True, **kwargs: Any) -> tuple[Tensor, Tensor]:
     """Responsibilities by enumeration.
 
+    Args:
+        log_space: return ``log r`` (default) or ``r`` itself (one pass fewer).
+
     Returns:
-        ``log p(x_i | theta)`` ``(N,)`` and ``log r_ik`` ``(K, N)`` (columns sum to one in
-        probability space).
+        ``log p(x_i | theta)`` ``(N,)`` and ``log r_ik`` (or ``r_ik``) ``(K, N)``; the
+        responsibilities of an observation sum to one.
     """
     joint = log_joint(model, x, **kwargs)  # (K, N)
-    log_norm = torch.logsumexp(joint, dim=0)
-    return log_norm, joint - log_norm
+    # logsumexp over the components, sharing its exponentials with the responsibilities
+    top = joint.amax(0).nan_to_num(neginf=0.0, posinf=0.0)
+    unnormalised = (joint - top).exp()
+    total = unnormalised.sum(0)
+    log_norm = total.log() + top
+    return log_norm, (joint - log_norm if log_space else unnormalised / total)
 
 
 def expected_complete_log_likelihood(model: Callable, x: Tensor, resp: Tensor, **kwargs: Any) -> Tensor:

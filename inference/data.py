@@ -252,7 +252,9 @@ def load_dataset(
     if not toy:
         for value, label in ((n_samples, "n_samples"), (n_test, "n_test")):
             if value is not None:
-                raise ConfigError(f"{label} applies to the 2-D toy datasets only, got {label}={value} for {name_or_path!r}")
+                raise ConfigError(
+                    f"{label} applies to the 2-D toy datasets only, got {label}={value} for {name_or_path!r}"
+                )
     if key is not None and (canonical is not None or not str(name_or_path).lower().endswith(".npz")):
         raise ConfigError(f"key selects an array of an .npz file, got key={key!r} for {name_or_path!r}")
     if toy:
@@ -268,7 +270,10 @@ def load_dataset(
                 f"expected a dataset name, one of {', '.join(available_datasets())}, got "
                 f"{name_or_path!r}; a path to a data file ({_FILE_TYPES}) also works"
             )
-        raise DataError(f"expected an existing data file, got {str(path)!r} (resolved to {path.resolve()}), which does not exist")
+        raise DataError(
+            f"expected an existing data file, got {str(path)!r} (resolved to {path.resolve()}), which does not "
+            "exist; check the path and the working directory"
+        )
     return _load_file(path, key=key, dequantize_seed=dequantize_seed, **options)
 
 
@@ -299,8 +304,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise DataError(
             f"expected an IDX file starting with the magic bytes 0x00 0x00 <type> <ndim>, type one of "
-            f"{', '.join(f'0x{c:02X}' for c in _IDX_DTYPES)} and ndim >= 1, got {raw[:4].hex(' ') or 'an empty file'} "
-            f"in {str(path)!r}; is it really an MNIST-format file?"
+            f"{', '.join(f'0x{c:02X}' for c in _IDX_DTYPES)} and ndim >= 1, got "
+            f"{raw[:4].hex(' ') or 'an empty file'} in {str(path)!r}; is it really an MNIST-format file?"
         )
     ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
     header = 4 + 4 * ndim
@@ -309,14 +314,16 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if len(raw) < header or len(raw) - header != expected:
         raise DataError(
             f"expected {expected if dims else '?'} bytes of data after the IDX header of {str(path)!r} "
-            f"(shape {dims or '?'}, {dtype.name}), got {max(len(raw) - header, 0)}; the file is truncated or corrupt"
+            f"(shape {dims or '?'}, {dtype.name}), got {max(len(raw) - header, 0)}; "
+            "the file is truncated or corrupt"
         )
     return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def _canonical_name(name: str) -> str | None:
     key = "".join(ch for ch in name.lower() if ch not in "-_ ")
-    named = {"digits": "digits", "digitsbinary": "digits-binary", "iris": "iris", "wine": "wine", "breastcancer": "breast_cancer"}
+    named = {"digitsbinary": "digits-binary", "breastcancer": "breast_cancer"}
+    named.update({n: n for n in ("digits", "iris", "wine")})
     return named.get(key) or normalize_toy_name(name)
 
 
@@ -330,10 +337,9 @@ def _dequantize(levels: torch.Tensor, noise: torch.Tensor, num_levels: int, dtyp
     """(k + u) / L in ``dtype``, nudged by one ulp where rounding broke floor(L x) == k or x < 1."""
     x = ((levels.to(torch.float64) + noise) / num_levels).to(dtype)
     for _ in range(8):
-        # floor in the data's dtype and exactly (a float32 times L is exact in float64)
-        k_low = torch.minimum(torch.floor(x * num_levels), torch.floor(x.double() * num_levels))
-        k_high = torch.maximum(torch.floor(x * num_levels), torch.floor(x.double() * num_levels))
-        low, high = k_low < levels, k_high > levels
+        # floor in the data's dtype, and exactly (a float32 times L is exact in float64)
+        floors = torch.stack([torch.floor(x * num_levels).double(), torch.floor(x.double() * num_levels)])
+        low, high = (floors < levels).any(0), (floors > levels).any(0)
         if not bool((low | high).any()):
             return x
         x = torch.where(high, torch.nextafter(x, torch.zeros_like(x)), x)
@@ -341,15 +347,19 @@ def _dequantize(levels: torch.Tensor, noise: torch.Tensor, num_levels: int, dtyp
     raise DataError(f"dtype {dtype} is too coarse to hold {num_levels} dequantization levels; use float32 or float64")
 
 
-def _dequantized_parts(
-    train_levels: torch.Tensor, test_levels: torch.Tensor, num_levels: int, seed: int, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train and test data from their levels, with independent noise streams seeded by ``seed``."""
+def _dequantized_bundle(
+    train_levels: torch.Tensor, test_levels: torch.Tensor, *, num_levels: int, seed: int,
+    device: torch.device, dtype: torch.dtype, **fields: Any,
+) -> DataBundle:
+    """A dequantized bundle from flat integer levels, train and test noise from independent streams."""
     parts = []
     for levels, stream in zip((train_levels, test_levels), _split_seeds(seed)):
         noise = torch.rand(levels.shape, generator=torch.Generator().manual_seed(stream), dtype=torch.float64)
-        parts.append(_dequantize(levels, noise, num_levels, dtype))
-    return parts[0], parts[1]
+        parts.append(_dequantize(levels, noise, num_levels, dtype).to(device))
+    return DataBundle(
+        train=parts[0], test=parts[1], data_shape=tuple(parts[0].shape[1:]), kind="dequantized",
+        num_levels=num_levels, train_levels=train_levels.to(device), test_levels=test_levels.to(device), **fields,
+    )
 
 
 def _load_toy(
@@ -386,16 +396,15 @@ def _load_sklearn(
     }
     if name == "digits":
         levels = torch.as_tensor(X.astype(np.int64))  # pixel counts 0..16
-        train, test = _dequantized_parts(levels[train_rows], levels[test_rows], 17, dequantize_seed, dtype)
-        return DataBundle(
-            train=train.to(device), test=test.to(device), data_shape=(64,), kind="dequantized", num_levels=17,
-            image_shape=(8, 8), train_levels=levels[train_rows].to(device), test_levels=levels[test_rows].to(device),
-            **common,
+        return _dequantized_bundle(
+            levels[train_rows], levels[test_rows], num_levels=17, seed=dequantize_seed, device=device, dtype=dtype,
+            image_shape=(8, 8), **common,
         )
     if name == "digits-binary":
         binary = torch.as_tensor(X > 8, dtype=dtype, device=device)
         return DataBundle(
-            train=binary[train_rows], test=binary[test_rows], data_shape=(64,), kind="binary", image_shape=(8, 8), **common
+            train=binary[train_rows], test=binary[test_rows], data_shape=(64,), kind="binary", image_shape=(8, 8),
+            **common,
         )
     # standardized with the training split's statistics (population std, as StandardScaler)
     mean, std = X[train_rows].mean(0), X[train_rows].std(0)
@@ -429,10 +438,10 @@ def _load_file(
         )
     for label, array in arrays.items():
         if array.ndim < 2:
-            hint = " (an IDX labels file? load the images file, and labels with inference.data.read_idx)" if is_idx else ""
+            hint = " (an IDX labels file? load the images file; read labels with inference.data.read_idx)"
             raise DataError(
                 f"expected {label} in {path.name} with shape (n_samples, n_features, ...), got shape "
-                f"{array.shape}{hint}; reshape it with x.reshape(-1, 1) for scalar observations "
+                f"{array.shape}{hint if is_idx else ''}; reshape it with x.reshape(-1, 1) for scalar observations "
                 "or x.reshape(1, -1) for a single observation"
             )
     split: dict[str, Any] = {"test_size": test_size, "random_state": random_state}
@@ -451,13 +460,13 @@ def _load_file(
         train_np, test_np = data[train_rows], data[test_rows]
     source = str(path.resolve())
     if is_idx and train_np.dtype == np.uint8:  # 8-bit levels: dequantize, store flat
-        image_shape = tuple(train_np.shape[1:]) if train_np.ndim == 3 else None
-        levels = [torch.as_tensor(a.reshape(len(a), -1).astype(np.int64)) for a in (train_np, test_np)]
-        train, test = _dequantized_parts(levels[0], levels[1], 256, dequantize_seed, dtype)
-        return DataBundle(
-            name=path.name, train=train.to(device), test=test.to(device), data_shape=tuple(train.shape[1:]),
-            kind="dequantized", num_levels=256, image_shape=image_shape, train_levels=levels[0].to(device),
-            test_levels=levels[1].to(device), source=source, split=split,
+        train_levels, test_levels = (
+            torch.as_tensor(a.reshape(len(a), -1).astype(np.int64)) for a in (train_np, test_np)
+        )
+        return _dequantized_bundle(
+            train_levels, test_levels, num_levels=256, seed=dequantize_seed, device=device, dtype=dtype,
+            name=path.name, image_shape=tuple(train_np.shape[1:]) if train_np.ndim == 3 else None,
+            source=source, split=split,
         )
     image_shape = tuple(train_np.shape[1:]) if is_idx and train_np.ndim == 3 else None
     if image_shape is not None:
@@ -476,7 +485,9 @@ def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"could not read {path.name} as a .npy array ({exc}); save it with np.save(path, array)") from None
+        raise DataError(
+            f"could not read {path.name} as a .npy array ({exc}); save it with np.save(path, array)"
+        ) from None
 
 
 def _read_npz(path: Path, key: str | None) -> dict[str, np.ndarray]:
@@ -485,7 +496,9 @@ def _read_npz(path: Path, key: str | None) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"could not read {path.name} as an .npz archive ({exc}); save it with np.savez(path, x=array)") from None
+        raise DataError(
+            f"could not read {path.name} as an .npz archive ({exc}); save it with np.savez(path, x=array)"
+        ) from None
     if not arrays:
         raise DataError(f"expected at least one array in {path.name}, got an empty archive")
     if key is not None:

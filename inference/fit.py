@@ -24,6 +24,7 @@ import inspect
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,8 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .errors import ConfigError, NonFiniteLossError
+from .convergence import ConvergenceReport, elbo_converged
+from .errors import ConfigError, ConvergenceWarning, NonFiniteLossError
 from .losses import Beta, make_elbo, resolve_beta, wrap_beta
 
 __all__ = ["fit", "FitResult"]
@@ -68,6 +70,10 @@ class FitResult:
         elapsed: wall-clock seconds of this call.
         num_train: number of training observations.
         config: the JSON-able arguments of the call (loss name, lr, batch size, ...).
+        converged_: the verdict of :func:`inference.convergence.elbo_converged` on the last
+            per-step losses (``history["step_loss"]``); a :class:`ConvergenceWarning` is issued
+            when it is False.
+        convergence: the full :class:`~inference.convergence.ConvergenceReport`.
     """
 
     model: Callable
@@ -79,6 +85,8 @@ class FitResult:
     elapsed: float
     num_train: int
     config: dict[str, Any] = field(default_factory=dict)
+    converged_: bool | None = None
+    convergence: ConvergenceReport | None = None
 
     @property
     def final_loss(self) -> float:
@@ -160,6 +168,8 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    check_convergence: bool = True,
+    convergence_window: int = 200,
 ) -> FitResult:
     """Fit ``guide`` (and the parameters of ``model``) by stochastic variational inference.
 
@@ -203,6 +213,9 @@ def fit(
         progress: show a tqdm progress bar with the running loss.
         batch_transform: applied to the first tensor of each training batch on the device (for
             instance fresh dequantisation noise).
+        check_convergence: warn (:class:`ConvergenceWarning`) when the last
+            ``convergence_window`` step losses still decrease significantly.
+        convergence_window: steps used by the convergence verdict.
 
     Returns:
         A :class:`FitResult` with the history of per-epoch losses.
@@ -286,7 +299,7 @@ def fit(
     opt = make_optimizer(optimizer, params, lr)
     sched = scheduler(opt) if scheduler is not None else None
 
-    history: dict[str, list[float]] = {"loss": [], "val_loss": [], "lr": [], "beta": [], "time": []}
+    history: dict[str, list[float]] = {"loss": [], "val_loss": [], "lr": [], "beta": [], "time": [], "step_loss": []}
     start_epoch = 0
     best = (math.inf, None)  # (monitored loss, epoch)
     best_states: tuple[dict, dict] | None = None
@@ -385,6 +398,7 @@ def fit(
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 n = batch[0].shape[0]
+                history["step_loss"].append(value / (full if full is not None else n))
                 # A full-size-scaled loss is (N / B) times the batch's sum: rescale to the batch.
                 total += value if full is None else value * n / full
                 count += n
@@ -422,7 +436,7 @@ def fit(
                     best_states = (_state_dict(model), _state_dict(guide))
             else:
                 bad_epochs += 1
-            logs = {k: v[-1] for k, v in history.items() if v}
+            logs = {k: v[-1] for k, v in history.items() if v and k != "step_loss"}
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.4g}", **({"val": f"{history['val_loss'][-1]:.4g}"} if val_batches else {}))
             stop = early_stopping is not None and bad_epochs >= early_stopping
@@ -444,6 +458,14 @@ def fit(
         for module, sd in zip(modules, best_states):
             if isinstance(module, nn.Module):
                 module.load_state_dict(sd)
+    report = elbo_converged(history["step_loss"], window=convergence_window)
+    if check_convergence and not stopped_early and not report.converged and epochs_run > 0:
+        warnings.warn(
+            f"SVI has not converged after {epochs_run} epochs: {report.reason}; train for more "
+            "epochs, raise lr, or pass check_convergence=False to silence this",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     config = {
         "loss": loss if isinstance(loss, str) else type(loss).__name__,
         "num_particles": num_particles,
@@ -467,6 +489,8 @@ def fit(
         elapsed=time.perf_counter() - start_time,
         num_train=num_train,
         config={k: _json_safe(v) for k, v in config.items()},
+        converged_=report.converged,
+        convergence=report,
     )
 
 

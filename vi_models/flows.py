@@ -64,6 +64,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
+from pyro.distributions.transforms.utils import clamp_preserve_gradients
 from pyro.distributions.transforms import (
     AffineAutoregressive,
     AffineCoupling,
@@ -503,6 +504,25 @@ class SplineFlow(_CouplingFlow):
         self.to(**self._factory)
 
 
+class _AffineAutoregressive(AffineAutoregressive):
+    """Pyro's IAF layer with a dtype-correct sequential inverse.
+
+    Pyro 1.9's ``AffineAutoregressive._inverse`` starts from ``torch.zeros`` in the *default*
+    dtype, which fails for a float64 flow under a float32 default; this is the same loop
+    (one network pass per coordinate, in the network's variable order) in ``y``'s dtype.
+    """
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        x = torch.zeros_like(y)
+        for idx in self.arn.permutation:
+            mean, log_scale = self.arn(x)
+            log_scale = clamp_preserve_gradients(log_scale, self.log_scale_min_clip, self.log_scale_max_clip)
+            # x_idx depends only on coordinates earlier in the order, all filled in by now.
+            x = x.index_copy(-1, idx.reshape(1), ((y[..., idx] - mean[..., idx]) * torch.exp(-log_scale[..., idx])).unsqueeze(-1))
+        self._cached_log_scale = log_scale  # final pass: every coordinate's inputs are known
+        return x
+
+
 class MAF(NormalizingFlow):
     r"""Masked autoregressive flow (Papamakarios et al. 2017): fast density, sequential sampling.
 
@@ -550,7 +570,7 @@ class MAF(NormalizingFlow):
         for k in range(num_layers):
             order = torch.arange(self._dim) if k % 2 == 0 else torch.arange(self._dim - 1, -1, -1)
             arn = AutoRegressiveNN(self._dim, hidden, permutation=order, nonlinearity=_make_activation(activation))
-            self.layers.append(AffineAutoregressive(arn))
+            self.layers.append(_AffineAutoregressive(arn))
         self.to(**self._factory)
 
     def _steps(self) -> list[Transform]:

@@ -340,7 +340,7 @@ class KernelDensity(nn.Module):
             if not bool(torch.isfinite(t).all()):
                 t = as_data_tensor(x, name=name, dtype=like.dtype, device=like.device)  # raises, naming rows
         else:
-            t = as_data_tensor(x, name=name, dtype=like.dtype, device=like.device, min_dim=2)
+            t = as_data_tensor(x, name=name, dtype=like.dtype, device=like.device)
         if t.dim() != 2:
             raise DataError(
                 f"expected {name} of shape (n_samples, n_features), got shape {tuple(t.shape)}; "

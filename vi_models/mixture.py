@@ -141,9 +141,16 @@ class ComponentEmission(TorchDistribution):
 
     arg_constraints: ClassVar[dict] = {}
 
-    def __init__(self, components: Components, assignment: Tensor, validate_args: bool | None = None) -> None:
+    def __init__(self, components: Components, assignment: Tensor, validate_args: bool | None = None,
+                 *, _enumerated: bool | None = None) -> None:
         self.components = components
         self.assignment = assignment
+        k = components.n_components
+        # Parallel enumeration hands over z = arange(K) on the leftmost dim: then log_prob is the table.
+        self._enumerated = (
+            assignment.numel() == k and assignment.shape[:1] == (k,)
+            and bool((assignment.reshape(-1) == torch.arange(k, device=assignment.device)).all())
+        ) if _enumerated is None else _enumerated
         super().__init__(assignment.shape, components.event_shape, validate_args=validate_args)
 
     @property
@@ -152,22 +159,38 @@ class ComponentEmission(TorchDistribution):
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> "ComponentEmission":
         batch_shape = torch.Size(batch_shape)
-        return ComponentEmission(self.components, self.assignment.expand(batch_shape), validate_args=False)
+        return ComponentEmission(self.components, self.assignment.expand(batch_shape), validate_args=False,
+                                 _enumerated=self._enumerated and len(batch_shape) == self.assignment.dim())
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
         event_dims = len(self.event_shape)
         value_batch = value.shape[: value.dim() - event_dims]
-        shape = torch.broadcast_shapes(self.batch_shape, value_batch)
+        shape = _broadcast_shape(self.batch_shape, value_batch)
         table = self.components.log_prob_table(value)  # (K, *value_batch)
         k = table.shape[0]
+        if self._enumerated and len(shape) == self.assignment.dim():
+            return table.reshape(k, *(1,) * (len(shape) - len(value_batch) - 1), *value_batch).expand(shape)
         table = table.reshape(k, *(1,) * (len(shape) - len(value_batch)), *value_batch).expand(k, *shape)
         return table.gather(0, self.assignment.expand(shape).unsqueeze(0)).squeeze(0)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         z = self.assignment.expand(torch.Size(sample_shape) + self.batch_shape)
         return self.components.sample(z)
+
+
+def _broadcast_shape(*shapes: torch.Size) -> torch.Size:
+    """NumPy broadcasting of shapes (``torch.broadcast_shapes`` without its first-call import cost)."""
+    ndim = max(len(s) for s in shapes)
+    out = [1] * ndim
+    for s in shapes:
+        for i, size in enumerate(s, start=ndim - len(s)):
+            if size != 1:
+                if out[i] not in (1, size):
+                    raise ValueError(f"shapes {[tuple(s) for s in shapes]} cannot be broadcast together")
+                out[i] = size
+    return torch.Size(out)
 
 
 class GaussianComponents(Components):
@@ -216,7 +239,8 @@ class GaussianComponents(Components):
                 half_logdet = L.diagonal().log().sum().expand(k)
             elif self.covariance == "diag":
                 prec = self.variances.reciprocal()  # (K, d)
-                maha = prec @ xc.square().T - 2.0 * ((mc * prec) @ xc.T) + (mc.square() * prec).sum(-1, keepdim=True)
+                maha = torch.addmm((mc.square() * prec).sum(-1, keepdim=True), prec, xc.square().T)
+                maha = maha.addmm_(-2.0 * mc * prec, xc.T)
                 half_logdet = 0.5 * self.variances.log().sum(-1)
             else:  # spherical
                 prec = self.variances.reciprocal().unsqueeze(-1)  # (K, 1)
@@ -580,7 +604,12 @@ class GaussianMixture(MixtureModel):
             cov = second / nk[:, None, None] - mc.unsqueeze(-1) * mc.unsqueeze(-2)
             cov = cov + reg_covar * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
         elif self.covariance == "tied":
-            cov = (xc.T @ xc - (nk.unsqueeze(-1) * mc).T @ mc) / nk.sum()
+            # scikit-learn's pooled scatter (X^T X - sum_k N_k mu_k mu_k^T) / sum_k N_k, written around c;
+            # it counts every observation once even when the rows of resp do not sum to one (a
+            # hard initialisation), which then gives the scatter of the data around the seeds.
+            v = (nk.unsqueeze(-1) * mc).sum(0)  # sum_k N_k (mu_k - c)
+            cov = xc.T @ xc - (nk.unsqueeze(-1) * mc).T @ mc - torch.outer(v, c) - torch.outer(c, v)
+            cov = (cov + (x.shape[0] - nk.sum()) * torch.outer(c, c)) / nk.sum()
             cov = cov + reg_covar * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
         else:
             cov = (resp.T @ xc.square()) / nk.unsqueeze(-1) - mc.square() + reg_covar  # (K, d)

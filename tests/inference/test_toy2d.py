@@ -20,6 +20,8 @@ from inference.errors import ConfigError, DataError
 from inference.toy2d import TOY_DENSITIES, Pinwheel, ToyDensity, get_toy_density
 
 NAMES = sorted(TOY_DENSITIES)
+# 8gaussians checks a Gaussian mixture's density and sampler (T10), pinwheel a change of variables (T22)
+THEORY = {"8gaussians": "T10", "pinwheel": "T22"}
 N_SAMPLES = 20_000
 COARSE = 10  # grid cells per side of a chi-square bin
 
@@ -100,10 +102,13 @@ class GridDensity:
         return float(stats.chi2.sf(statistic, df=len(expected) - 1))
 
 
-@pytest.fixture(scope="module", params=NAMES)
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(n, marks=[pytest.mark.theory(THEORY[n])] if n in THEORY else []) for n in NAMES],
+)
 def grid(request: pytest.FixtureRequest) -> GridDensity:
     density = get_toy_density(request.param)
-    h = {"pinwheel": 0.08, "2spirals": 0.06}.get(request.param, 0.05)
+    h = {"pinwheel": 0.08, "2spirals": 0.075}.get(request.param, 0.05)
     xmin, xmax, ymin, ymax = density.bounds
     nx, ny = round((xmax - xmin) / h), round((ymax - ymin) / h)
     assert nx % COARSE == 0 and ny % COARSE == 0
@@ -147,10 +152,17 @@ def test_ffjord_generator_agrees_with_log_prob_and_sampler(grid: GridDensity) ->
 
 @pytest.mark.parametrize("name", ["moons", "swissroll", "2spirals"])
 def test_quadrature_converged(name: str) -> None:
+    """Doubling the nodes moves log p by < 1e-8 at samples and wherever log p > -50 in the bounds."""
     density = get_toy_density(name)
-    x = density.sample(2000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    finer = type(density)(panels=2 * density.panels, order=density.order)
-    assert (density.log_prob(x) - finer.log_prob(x)).abs().max() < 1e-8
+    xmin, xmax, ymin, ymax = density.bounds
+    uniform = torch.rand(2000, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    spread = torch.tensor([xmin, ymin]) + uniform * torch.tensor([xmax - xmin, ymax - ymin])
+    samples = density.sample(1000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x = torch.cat([samples, spread])
+    log_p = density.log_prob(x)
+    finer = type(density)(panels=2 * density.panels, order=density.order).log_prob(x)
+    assert (log_p > -50).sum() > 1500
+    assert (log_p - finer)[log_p > -50].abs().max() < 1e-8
 
 
 def test_circles_matches_direct_angle_quadrature() -> None:
@@ -166,6 +178,7 @@ def test_circles_matches_direct_angle_quadrature() -> None:
     np.testing.assert_allclose(get_toy_density("circles").log_prob(x).numpy(), p.log().numpy(), rtol=1e-10)
 
 
+@pytest.mark.theory("T22")
 def test_pinwheel_log_det_matches_autograd() -> None:
     density = Pinwheel()
     gen = torch.Generator().manual_seed(4)
@@ -197,7 +210,7 @@ def test_pinwheel_finds_the_generating_preimage() -> None:
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "checkerboard"])
 def test_log_prob_is_differentiable(name: str) -> None:
     density = get_toy_density(name)
-    x = density.sample(3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    x = density.sample(2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     assert torch.autograd.gradcheck(density.log_prob, (x.requires_grad_(),), eps=1e-6, atol=1e-5)
 
 

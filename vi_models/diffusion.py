@@ -1,0 +1,572 @@
+r"""Denoising diffusion probabilistic model (Ho et al. 2020) as a hierarchical Pyro model.
+
+Generative story (the reverse process), on standardised data y = (x - loc) / scale:
+
+.. code-block:: text
+
+    x_T ~ p(x_T) = N(0, I)
+    x_{t-1} | x_t ~ p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I),  t = T, ..., 2   (eq. 1)
+    x_0 | x_1     ~ N(mu_theta(x_1, 1), sigma_1^2 I)                                             (L_0)
+    mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - abar_t) eps_theta(x_t, t)) / sqrt(alpha_t)        (eq. 11)
+
+with sigma_t^2 fixed (:class:`NoiseSchedule`). The network predicts the noise eps (``"eps"``),
+the data x_0 (``"x0"``) or v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (``"v"``, Salimans & Ho
+2022); all three are turned into eps_theta and mu_theta, so every objective sees the same
+quantities. L_0 is a Gaussian density of x_0 in the data's units: for dequantised images
+(x = (k + u) / L) it is a continuous density of the dequantised data, and
+:meth:`inference.data.DataBundle.bits_per_dim` turns it into a bound on the discrete
+bits/dim.
+
+The guide is :class:`guides.ForwardDiffusion`, the fixed forward process q(x_{1:T} | x_0).
+The pair's negative ELBO is L_VLB (eq. 5, THEORY T18); :mod:`inference.diffusion_losses`
+lists the objectives (exact L_VLB, its time-sampled unbiased estimate, L_simple, hybrid) that
+:func:`inference.fit` trains by, all through the sites of :mod:`vi_models.diffusion_sites`.
+
+Beyond the Pyro model: :meth:`DDPM.vlb` (the bound per observation, analytic KLs),
+:meth:`DDPM.log_prob` (exact log-likelihood by the probability-flow ODE, THEORY T21),
+:meth:`DDPM.sample` (ancestral sampling, Algorithm 2, or DDIM), :meth:`DDPM.simple_loss`, and
+an optional exponential moving average (EMA) of the weights.
+
+References
+----------
+J. Ho, A. Jain and P. Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020.
+J. Song, C. Meng and S. Ermon, "Denoising Diffusion Implicit Models", ICLR 2021.
+Y. Song et al., "Score-Based Generative Modeling through Stochastic Differential Equations", ICLR 2021.
+T. Salimans and J. Ho, "Progressive Distillation for Fast Sampling of Diffusion Models", ICLR 2022.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any, Final, Literal
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule
+from torch import Tensor, nn
+
+from inference._checks import check_choice, check_positive_int, resolve_device
+from inference.diffusion_losses import DiffusionObjective, ObjectiveSpec, resolve_objective
+from inference.errors import ConfigError, DataError
+
+from .diffusion_nets import TimeMLP, UNet
+from .diffusion_ode import probability_flow_log_prob
+from .diffusion_sampling import sample
+from .diffusion_schedules import NoiseSchedule, ScheduleSpec, VarianceName
+from .diffusion_sites import (
+    OBSERVED,
+    PREVIOUS,
+    PRIOR,
+    SIMPLE_OFFSET,
+    STATE,
+    TIME,
+    TIME_PLATE,
+    TimeStep,
+    chain_site,
+)
+from .nets import check_batch, resolve_data_shape
+from .vae import DATA_PLATE
+
+__all__ = ["DDPM", "Prediction"]
+
+Prediction = Literal["eps", "x0", "v"]
+_PREDICTIONS: Final = ("eps", "x0", "v")
+
+
+class _Reshape(nn.Module):
+    """Runs ``net`` on images ``(..., H, W)`` for flat data ``(..., H * W)``."""
+
+    def __init__(self, net: nn.Module, data_shape: torch.Size, net_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net, self.data_shape, self.net_shape = net, tuple(data_shape), tuple(net_shape)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        lead = x.shape[: x.dim() - len(self.data_shape)]
+        out = self.net(x.reshape(*lead, *self.net_shape), t)
+        return out.reshape(*lead, *self.data_shape)
+
+
+class DDPM(PyroModule):
+    """The reverse process of a DDPM, ``p(x_T) prod_t p_theta(x_{t-1} | x_t)``, as a Pyro model.
+
+    See the module docstring for the generative story; pair it with
+    ``guides.ForwardDiffusion(model.schedule)`` and fit it with :func:`inference.fit` or
+    :func:`inference.diffusion_losses.fit_diffusion`.
+
+    Parameters
+    ----------
+    data_shape
+        ``D`` for vectors ``(B, D)``, or a shape such as ``(8, 8)`` for images ``(B, 8, 8)``.
+    T
+        Number of diffusion steps.
+    schedule
+        ``"linear"`` (Ho et al.; T >= 51), ``"cosine"`` (Nichol & Dhariwal), or the betas.
+    prediction
+        What the network predicts: ``"eps"``, ``"x0"`` or ``"v"``.
+    variance
+        sigma_t^2 = beta~_t (``"fixed_small"``) or beta_t (``"fixed_large"``).
+    network
+        A module ``(x_t (..., *data_shape), t (...)) -> (..., *data_shape)``; ``t`` is real
+        (integer steps in training, real t on the ODE). Default: :class:`TimeMLP` for vectors,
+        :class:`UNet` for images (``data_shape`` of length 2 or ``image_shape`` given).
+    image_shape
+        ``(H, W)`` to view flat data ``(B, H * W)`` as images for the default U-Net.
+    data_loc, data_scale
+        Standardisation y = (x - data_loc) / data_scale the diffusion acts on (default: none;
+        ``0.5, 0.5`` for images in [0, 1], the mean and std for other data).
+    ema_decay
+        Keep an exponential moving average of the network's weights with this decay (e.g.
+        0.999), used by :meth:`sample`, :meth:`vlb` and :meth:`log_prob` by default.
+    hidden_dim, num_blocks, unet_channels
+        Sizes of the default networks.
+    device, dtype
+        Where and in which floating dtype parameters and tables live.
+
+    Attributes
+    ----------
+    schedule : NoiseSchedule
+        The fixed tables (give it to :class:`guides.ForwardDiffusion`).
+    network : nn.Module
+        The trained network; ``ema_network`` holds its moving average when ``ema_decay`` is set.
+
+    Raises
+    ------
+    ConfigError
+        Unknown option, T too small for the schedule, ``ema_decay`` outside (0, 1).
+
+    Examples
+    --------
+    >>> model = DDPM(2, T=100, hidden_dim=16, num_blocks=1)
+    >>> model.sample(3, sampler="ddim", steps=5).shape
+    torch.Size([3, 2])
+    >>> model.vlb(torch.randn(4, 2)).shape
+    torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        data_shape: int | tuple[int, ...],
+        T: int = 1000,  # noqa: N803 (the paper's symbol)
+        schedule: ScheduleSpec = "linear",
+        prediction: Prediction = "eps",
+        variance: VarianceName = "fixed_small",
+        network: nn.Module | None = None,
+        *,
+        image_shape: tuple[int, int] | None = None,
+        data_loc: float | Tensor = 0.0,
+        data_scale: float | Tensor = 1.0,
+        ema_decay: float | None = None,
+        hidden_dim: int = 128,
+        num_blocks: int = 3,
+        unet_channels: Sequence[int] = (32, 64),
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.prediction = check_choice(prediction, "prediction", _PREDICTIONS)
+        self._data_shape, self.image_shape = resolve_data_shape(data_shape, image_shape, conv=False, what="")
+        factory = {"device": resolve_device(device), "dtype": dtype or torch.get_default_dtype()}
+        self.schedule = NoiseSchedule(T, schedule, variance, data_loc=data_loc, data_scale=data_scale, **factory)
+        if network is None:
+            if self.image_shape is not None:
+                network = UNet(self.image_shape, unet_channels, **factory)
+                if tuple(self._data_shape) != self.image_shape:
+                    network = _Reshape(network, self._data_shape, self.image_shape)
+            else:
+                network = TimeMLP(self._data_shape.numel(), hidden_dim, num_blocks, **factory)
+                if len(self._data_shape) != 1:
+                    network = _Reshape(network, self._data_shape, (self._data_shape.numel(),))
+        elif not isinstance(network, nn.Module):
+            raise ConfigError(f"expected network as an nn.Module (x_t, t) -> prediction, got {type(network).__name__}")
+        self.network = network
+
+        # c_t of L_{t-1} = w_t ||eps - eps_theta||^2 + c_t (T19): the value of the term at a perfect
+        # eps_theta; for t = 1 the Gaussian decoder's normaliser in the data's units.
+        s, d = self.schedule, self._data_shape.numel()
+        ratio = (s.posterior_variance / torch.where(s.reverse_variance > 0, s.reverse_variance, 1.0)).to(torch.float64)
+        offsets = 0.5 * d * (ratio - 1 - torch.log(ratio.clamp_min(1e-300)))
+        offsets[0] = 0.0
+        offsets[1] = 0.5 * d * math.log(2 * math.pi * float(s.reverse_variance[1])) + float(
+            s.log_data_scale(self._data_shape)
+        )
+        self.register_buffer("simple_offsets", offsets.to(**factory), persistent=False)
+
+        self.ema_decay = None if ema_decay is None else float(ema_decay)
+        if self.ema_decay is not None:
+            if not 0.0 < self.ema_decay < 1.0:
+                raise ConfigError(f"expected ema_decay in (0, 1) such as 0.999, or None, got {ema_decay!r}")
+            self.ema_network = copy.deepcopy(self.network)
+            self.ema_network.requires_grad_(False)
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long, device=factory["device"]))
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def data_shape(self) -> torch.Size:
+        """Event shape of one observation, e.g. ``(2,)`` or ``(8, 8)``."""
+        return self._data_shape
+
+    @property
+    def event_dim(self) -> int:
+        """Number of event dimensions: ``len(data_shape)``."""
+        return len(self._data_shape)
+
+    @property
+    def T(self) -> int:  # noqa: N802
+        """Number of diffusion steps."""
+        return self.schedule.num_steps
+
+    def extra_repr(self) -> str:
+        return f"data_shape={tuple(self._data_shape)}, prediction={self.prediction!r}, ema_decay={self.ema_decay}"
+
+    # ------------------------------------------------------------------ EMA
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """One EMA step: theta_ema <- d theta_ema + (1 - d) theta, d = min(ema_decay, (1 + n) / (10 + n)).
+
+        The warm-up ``(1 + n) / (10 + n)`` (n = updates so far) stops the average from
+        remembering the random initialisation. Buffers (e.g. norms' statistics) are copied.
+        """
+        if self.ema_decay is None:
+            raise ConfigError("this DDPM keeps no EMA; build it with ema_decay=0.999 (for instance)")
+        n = int(self.ema_updates)
+        decay = min(self.ema_decay, (1 + n) / (10 + n))
+        for avg, p in zip(self.ema_network.parameters(), self.network.parameters()):
+            avg.lerp_(p.detach(), 1.0 - decay)
+        for avg, b in zip(self.ema_network.buffers(), self.network.buffers()):
+            avg.copy_(b)
+        self.ema_updates += 1
+
+    def attach_ema(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """Update the EMA after every ``optimizer.step()``; returns ``optimizer``.
+
+        Use as ``fit(..., optimizer=lambda params: model.attach_ema(torch.optim.Adam(params, lr)))``.
+        """
+        if self.ema_decay is None:
+            raise ConfigError("this DDPM keeps no EMA; build it with ema_decay=0.999 (for instance)")
+        optimizer.register_step_post_hook(lambda opt, args, kwargs: self.update_ema())
+        return optimizer
+
+    def _net(self, use_ema: bool | None) -> nn.Module:
+        if use_ema is None:
+            use_ema = self.ema_decay is not None
+        if use_ema and self.ema_decay is None:
+            raise ConfigError("use_ema=True but this DDPM keeps no EMA; build it with ema_decay=...")
+        return self.ema_network if use_ema else self.network
+
+    # ------------------------------------------------------------------ predictions
+
+    def predict(self, y_t: Tensor, t: Tensor, *, use_ema: bool | None = False) -> tuple[Tensor, Tensor]:
+        """eps_theta and x0_theta at standardised ``y_t`` and time ``t``, whatever the network predicts.
+
+        Parameters
+        ----------
+        y_t
+            Noisy standardised data, shape ``(..., *data_shape)``.
+        t
+            Steps, shape broadcastable to ``y_t.shape[:-event_dim]``: long (integer steps, the
+            tables are indexed) or floating (real t in [0, T], the continuous schedule).
+        use_ema
+            Use the EMA weights (``None``: when kept).
+
+        Returns
+        -------
+        eps, x0
+            Both shaped like ``y_t``.
+        """
+        ev = self.event_dim
+        t = t.expand(y_t.shape[: y_t.dim() - ev])
+        if t.is_floating_point():
+            abar = self.schedule.alphas_cumprod_at(t).reshape(t.shape + (1,) * ev).to(y_t.dtype)
+            sqrt_ab, sqrt_1m = abar.sqrt(), (1 - abar).sqrt()
+        else:
+            sqrt_ab = NoiseSchedule.gather(self.schedule.sqrt_alphas_cumprod, t, ev)
+            sqrt_1m = NoiseSchedule.gather(self.schedule.sqrt_one_minus_alphas_cumprod, t, ev)
+        out = self._net(use_ema)(y_t, t.to(y_t.dtype))
+        if self.prediction == "eps":
+            return out, (y_t - sqrt_1m * out) / sqrt_ab
+        if self.prediction == "x0":
+            return (y_t - sqrt_ab * out) / sqrt_1m, out
+        # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, Sec. 4)
+        return sqrt_ab * out + sqrt_1m * y_t, sqrt_ab * y_t - sqrt_1m * out
+
+    def p_mean_variance(self, y_t: Tensor, t: Tensor, *, use_ema: bool | None = False) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean mu_theta, variance sigma_t^2 and eps_theta of p_theta(x_{t-1} | x_t) (eq. 1, 11).
+
+        Parameters
+        ----------
+        y_t
+            Standardised state, shape ``(..., *data_shape)``.
+        t
+            Integer steps in {1, ..., T} (long), shape ``y_t.shape[:-event_dim]`` (broadcastable).
+
+        Returns
+        -------
+        mean, variance, eps
+            ``mean`` and ``eps`` like ``y_t``; ``variance`` shape ``(*t.shape, 1, ..., 1)``.
+        """
+        ev, s = self.event_dim, self.schedule
+        t = t.expand(y_t.shape[: y_t.dim() - ev])
+        eps, x0 = self.predict(y_t, t, use_ema=use_ema)
+        if self.prediction == "eps":
+            # eq. (11): mu = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)
+            mean = s.gather(s.sqrt_recip_alphas, t, ev) * (y_t - s.gather(s.eps_coefs, t, ev) * eps)
+        else:
+            mean = s.gather(s.posterior_mean_coef1, t, ev) * x0 + s.gather(s.posterior_mean_coef2, t, ev) * y_t  # eq. (7)
+        return mean, s.gather(s.reverse_variance, t, ev), eps
+
+    def decoder(self, mean: Tensor, variance: Tensor) -> dist.Distribution:
+        """p_theta(x_0 | x_1) in the data's units: N(loc + scale mu, scale^2 sigma_1^2), event ``data_shape``."""
+        s = self.schedule
+        return dist.Normal(s.denormalise(mean), s.data_scale * variance.sqrt()).to_event(self.event_dim)
+
+    # ------------------------------------------------------------------ the Pyro model
+
+    def _check_data(self, x: Any, name: str = "x") -> Tensor:
+        return check_batch(x, self._data_shape, like=self.schedule.betas, name=name)
+
+    def forward(
+        self, x: Tensor | None = None, *, num_samples: int | None = None, objective: ObjectiveSpec = None
+    ) -> Tensor:
+        """The Pyro model: the reverse chain, or the per-step sites of a training objective.
+
+        With data ``x`` the sites depend on ``objective`` (passed by
+        :class:`inference.diffusion_losses.DiffusionELBO`; default ``"vlb_sampled"``), see
+        :mod:`vi_models.diffusion_sites`. Without data it runs the chain x_T -> ... -> x_0
+        (prior predictive; sites ``chain_site(t)`` and ``OBSERVED``).
+
+        Parameters
+        ----------
+        x
+            Data ``(B, *data_shape)``, or ``None`` to sample.
+        num_samples
+            ``B`` when ``x`` is ``None``.
+        objective
+            A :class:`~inference.diffusion_losses.DiffusionObjective` or its name.
+
+        Returns
+        -------
+        Tensor
+            ``x``, or the sampled x_0 ``(num_samples, *data_shape)`` in the data's units.
+
+        Raises
+        ------
+        ConfigError
+            Both or neither of ``x`` and ``num_samples``; unknown objective.
+        DataError
+            ``x`` of the wrong shape, dtype or device, or non-finite.
+        """
+        if (x is None) == (num_samples is None):
+            raise ConfigError(
+                "expected either data x of shape (B, *data_shape) or num_samples (prior sampling), "
+                f"got {'both' if x is not None else 'neither'}; pass exactly one"
+            )
+        obj = resolve_objective(objective)
+        if x is None:
+            n = check_positive_int(num_samples, "num_samples")
+            with pyro.plate(DATA_PLATE, n, dim=-1):
+                return self._chain(None, None)
+        self._check_data(x)
+        y0 = self.schedule.normalise(x)
+        with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
+            if obj.name == "chain":
+                return self._chain(x, y0)
+            if obj.samples_time:
+                t = pyro.sample(TIME, TimeStep(self.T, device=x.device))
+                self._step_sites(x, y0, t, obj)
+            else:
+                with pyro.plate(TIME_PLATE, self.T, dim=-2):
+                    t = torch.arange(1, self.T + 1, device=x.device).unsqueeze(-1)  # (T, 1)
+                    self._step_sites(x, y0, t, obj)
+            if obj.vlb_coef > 0:
+                # L_T = KL(q(x_T | x_0) || N(0, I)): no parameters, kept so the loss is the bound.
+                with poutine.scale(scale=obj.vlb_coef):
+                    pyro.sample(PRIOR, dist.Normal(torch.zeros_like(y0), 1.0).to_event(self.event_dim))
+        return x
+
+    def _step_sites(self, x: Tensor, y0: Tensor, t: Tensor, obj: DiffusionObjective) -> None:
+        """Sites of L_{t-1} (t >= 2) and L_0 (t = 1) for steps ``t``: one network call."""
+        s, ev = self.schedule, self.event_dim
+        mean_q = s.gather(s.sqrt_alphas_cumprod, t, ev) * y0
+        std_q = s.gather(s.sqrt_one_minus_alphas_cumprod, t, ev).expand_as(mean_q)
+        with poutine.mask(mask=False):  # x_t only conditions the next site (see diffusion_sites)
+            y_t = pyro.sample(STATE, dist.Normal(mean_q, std_q).to_event(ev))
+        steps = t.expand(y_t.shape[: y_t.dim() - ev])
+        mean, var, _ = self.p_mean_variance(y_t, steps)
+        weights = s.loss_weights[steps]
+        later = steps > 1
+        with poutine.scale(scale=obj.step_scale(weights, self.T)):
+            with poutine.mask(mask=later):
+                pyro.sample(PREVIOUS, dist.Normal(mean, var.sqrt().expand_as(mean)).to_event(ev))
+            with poutine.mask(mask=~later):
+                pyro.sample(OBSERVED, self.decoder(mean, var), obs=x)
+        if obj.simple_coef > 0:
+            pyro.factor(SIMPLE_OFFSET, obj.offset_scale(weights, self.T) * self.simple_offsets[steps])
+
+    def _chain(self, x: Tensor | None, y0: Tensor | None) -> Tensor:
+        """x_T ~ N(0, I), then x_{t-1} ~ p_theta(x_{t-1} | x_t) down to x_0 (observed at ``x``)."""
+        ev = self.event_dim
+        zeros = torch.zeros(self._data_shape, device=self.schedule.betas.device, dtype=self.schedule.betas.dtype)
+        y = pyro.sample(chain_site(self.T), dist.Normal(zeros, 1.0).to_event(ev))
+        for t in range(self.T, 0, -1):
+            steps = torch.full(y.shape[: y.dim() - ev], t, device=y.device, dtype=torch.long)
+            mean, var, _ = self.p_mean_variance(y, steps)
+            if t > 1:
+                y = pyro.sample(chain_site(t - 1), dist.Normal(mean, var.sqrt().expand_as(mean)).to_event(ev))
+        return pyro.sample(OBSERVED, self.decoder(mean, var), obs=x)
+
+    # ------------------------------------------------------------------ bounds and losses
+
+    def _noise(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+        b = self.schedule.betas
+        return torch.randn(shape, generator=generator, device=b.device, dtype=b.dtype)
+
+    @torch.no_grad()
+    def vlb_terms(
+        self,
+        x: Tensor,
+        *,
+        noise: Tensor | None = None,
+        chunk_size: int | None = None,
+        use_ema: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The terms of L_VLB per observation (nats), each L_{t-1} an analytic Gaussian KL (T18).
+
+        Column ``j`` holds L_j for j = 0, ..., T - 1 (L_0 = -log p_theta(x_0 | x_1)) and column
+        T holds L_T; each L_{t-1} uses one draw x_t ~ q(x_t | x_0) (``noise[t - 1]``).
+
+        Parameters
+        ----------
+        x
+            Data ``(B, *data_shape)``.
+        noise
+            The eps of x_t for every t, shape ``(T, B, *data_shape)`` (default: fresh draws).
+        chunk_size
+            Steps per network call (default: about 4096 rows per call).
+        use_ema
+            Use the EMA weights (default: when kept).
+        generator
+            For the fresh noise.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(B, T + 1)``; ``.sum(-1)`` is L_VLB >= -log p(x) (:meth:`vlb`).
+        """
+        self._check_data(x)
+        s, ev, T = self.schedule, self.event_dim, self.T
+        y0 = s.normalise(x)
+        b = x.shape[0]
+        if noise is None:
+            noise = self._noise((T, b, *self._data_shape), generator)
+        elif noise.shape != (T, b, *self._data_shape):
+            raise DataError(f"expected noise of shape {(T, b, *self._data_shape)}, got {tuple(noise.shape)}")
+        chunk = chunk_size or max(1, 4096 // b)
+        terms = torch.empty(b, T + 1, device=x.device, dtype=x.dtype)
+        for start in range(1, T + 1, chunk):
+            steps = torch.arange(start, min(T, start + chunk - 1) + 1, device=x.device)  # (k,)
+            tk = steps.unsqueeze(-1).expand(-1, b)  # (k, B)
+            y_t = s.q_sample(y0, tk, noise[steps - 1], ev)  # (k, B, *data_shape)
+            mean, var, _ = self.p_mean_variance(y_t, tk, use_ema=use_ema)
+            post_mean, post_var = s.q_posterior(y0, y_t, tk, ev)
+            # KL(N(mu~, beta~ I) || N(mu, sigma^2 I)), THEORY T4, summed over the event
+            kl = 0.5 * (torch.log(var / post_var.clamp_min(1e-300)) + (post_var + (post_mean - mean) ** 2) / var - 1)
+            kl = kl.expand_as(mean).flatten(2).sum(-1)  # (k, B)
+            if start == 1:
+                decoder_nll = -self.decoder(mean[0], var[0]).log_prob(x)  # (B,)
+                kl[0] = decoder_nll
+            terms[:, steps - 1] = kl.T
+        abar_T = s.alphas_cumprod[T]
+        # L_T = KL(N(sqrt(abar_T) y0, (1 - abar_T) I) || N(0, I)), THEORY T4
+        terms[:, T] = 0.5 * (abar_T * y0**2 + (1 - abar_T) - 1 - torch.log(1 - abar_T)).flatten(1).sum(-1)
+        return terms
+
+    def vlb(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """L_VLB per observation in nats (an upper bound on -log p(x)); ``kwargs`` as :meth:`vlb_terms`.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(B,)``.
+        """
+        return self.vlb_terms(x, **kwargs).sum(-1)
+
+    def simple_loss(
+        self,
+        x: Tensor,
+        *,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+        use_ema: bool | None = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """||eps - eps_theta(sqrt(abar_t) y_0 + sqrt(1 - abar_t) eps, t)||^2 per observation (Algorithm 1).
+
+        Parameters
+        ----------
+        x
+            Data ``(B, *data_shape)``.
+        t
+            Steps ``(B,)`` in {1, ..., T} (default: uniform draws).
+        noise
+            eps ``(B, *data_shape)`` (default: standard normal draws).
+        use_ema
+            Use the EMA weights (default: the trained network).
+
+        Returns
+        -------
+        Tensor
+            Shape ``(B,)``; its mean over uniform t is L_simple (differentiable).
+        """
+        self._check_data(x)
+        b = x.shape[0]
+        if t is None:
+            t = torch.randint(1, self.T + 1, (b,), device=x.device, generator=generator)
+        t = self.schedule.check_steps(t)
+        if noise is None:
+            noise = self._noise((b, *self._data_shape), generator)
+        y_t = self.schedule.q_sample(self.schedule.normalise(x), t, noise, self.event_dim)
+        eps, _ = self.predict(y_t, t, use_ema=use_ema)
+        return ((noise - eps) ** 2).flatten(1).sum(-1)
+
+    # ------------------------------------------------------------------ likelihood and sampling
+
+    def log_prob(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """Exact log p(x) by the probability-flow ODE (THEORY T21), in the data's units.
+
+        Keyword arguments are those of :func:`vi_models.diffusion_ode.probability_flow_log_prob`
+        (``trace="auto" | "exact" | "hutchinson"``, ``rtol``, ``atol``, ``use_ema``, ...).
+
+        Returns
+        -------
+        Tensor
+            Shape ``(B,)``.
+        """
+        return probability_flow_log_prob(self, x, **kwargs)
+
+    def sample(
+        self,
+        n: int,
+        *,
+        sampler: Literal["ancestral", "ddim"] = "ancestral",
+        steps: int | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        use_ema: bool | None = None,
+    ) -> Tensor:
+        """Draw ``n`` samples: ancestral (Algorithm 2, T network calls) or DDIM (``steps`` calls).
+
+        See :func:`vi_models.diffusion_sampling.sample`.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(n, *data_shape)`` in the data's units.
+        """
+        return sample(self, n, sampler=sampler, steps=steps, eta=eta, generator=generator, use_ema=use_ema)
