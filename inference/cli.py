@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
         sub.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        sub.add_argument("--validation-fraction", type=float, default=0.1,
+                         help="share of the training split held out to monitor overfitting (default 0.1; 0: none)")
+        sub.add_argument("--early-stopping", type=int, default=20,
+                         help="stop after this many epochs without a better validation loss, keeping the best "
+                              "epoch's weights (default 20; 0: never)")
         family.add_arguments(sub)
 
     ev = commands.add_parser("evaluate", help="held-out log-likelihood and bits/dim of a run")
@@ -106,6 +111,25 @@ def _load_bundle(name: str, device: Any, options: dict[str, Any] | None = None) 
     return load_dataset(name, device=device, **(options or {}))
 
 
+def _split_validation(bundle: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """(bundle whose train split lost a random ``fraction``, the held-out rows) or (bundle, None)."""
+    import dataclasses
+
+    import torch
+
+    n = bundle.train.shape[0]
+    n_val = int(round(fraction * n))
+    if n_val < 1 or n - n_val < 1:
+        return bundle, None
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(bundle.train.device)
+    keep, held = order[n_val:], order[:n_val]
+    changes: dict[str, Any] = {"train": bundle.train[keep]}
+    for name in ("train_levels", "train_targets"):
+        if getattr(bundle, name, None) is not None:
+            changes[name] = getattr(bundle, name)[keep]
+    return dataclasses.replace(bundle, **changes), bundle.train[held]
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     import torch
 
@@ -130,12 +154,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "device": str(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if not 0.0 <= args.validation_fraction < 1.0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"expected --validation-fraction in [0, 1), got {args.validation_fraction}")
+    train_bundle, validation = _split_validation(bundle, args.validation_fraction, args.seed)
+    config["fit"].update(validation_fraction=args.validation_fraction, early_stopping=args.early_stopping)
     run = RunDir.create(args.out, config, overwrite=args.overwrite, resume=args.resume)
     started = time.perf_counter()
     history = family.train(
         model,
         guide,
-        bundle,
+        train_bundle,
         model_config,
         run=run,
         fit_options={
@@ -146,6 +176,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "resume": args.resume,
             "progress": not args.no_progress,
+            "validation_data": validation,
+            "early_stopping": args.early_stopping if validation is not None and args.early_stopping > 0 else None,
         },
     )
     run.write_json("config.json", {"format": run.config()["format"], **config, "model_config": model_config})
