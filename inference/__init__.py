@@ -26,8 +26,21 @@ from .errors import (  # noqa: E402
 )
 from .data import DataBundle, available_datasets, load_dataset  # noqa: E402
 from .fit import FitResult, fit  # noqa: E402
-from .likelihood import bits_per_dim, log_importance_weights, log_likelihood, logmeanexp
-from .losses import LOSS_NAMES, linear_annealing, make_elbo
+from .divergences import (  # noqa: E402
+    F_DIVERGENCES,
+    donsker_varadhan_bound,
+    f_divergence,
+    f_dual_bound,
+    js_divergence,
+    js_dual_bound,
+    kl_divergence,
+    mmd,
+    reverse_kl,
+    sliced_wasserstein,
+    wasserstein_1d,
+)
+from .likelihood import bits_per_dim, log_importance_weights, log_likelihood, logmeanexp  # noqa: E402
+from .losses import LOSS_NAMES, linear_annealing, make_elbo  # noqa: E402
 
 __all__ = [
     "fit",
@@ -40,6 +53,17 @@ __all__ = [
     "bits_per_dim",
     "logmeanexp",
     "make_elbo",
+    "kl_divergence",
+    "reverse_kl",
+    "js_divergence",
+    "f_divergence",
+    "f_dual_bound",
+    "donsker_varadhan_bound",
+    "js_dual_bound",
+    "wasserstein_1d",
+    "sliced_wasserstein",
+    "mmd",
+    "F_DIVERGENCES",
     "linear_annealing",
     "LOSS_NAMES",
     "VIModelsError",

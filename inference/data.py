@@ -46,7 +46,13 @@ from sklearn.model_selection import train_test_split
 from ._checks import as_data_tensor, check_choice, check_positive_int, resolve_device
 from .errors import ConfigError, DataError
 from .likelihood import bits_per_dim as _bits_per_dim
-from .toy2d import TOY_DENSITIES, ToyDensity, _float_dtype, get_toy_density, normalize_toy_name
+from .toy2d import (
+    TOY_DENSITIES,
+    ToyDensity,
+    _float_dtype,
+    get_toy_density,
+    normalize_toy_name,
+)
 
 __all__ = ["DataBundle", "load_dataset", "available_datasets", "read_idx"]
 

@@ -5,6 +5,9 @@ Each model is a :class:`~pyro.nn.PyroModule` called as ``model(batch)``; its gui
 """
 
 from . import _kl  # noqa: F401  registers KL(MultivariateNormal || Independent(Normal)) for TraceMeanField_ELBO
+from .inverse_cdf import inverse_cdf_model
+from .kde import KERNELS, KernelDensity, log_kernel_normalizer
+from .linear_gaussian import LinearGaussian
 from .vae import DATA_PLATE, LATENT, OBSERVED, VAE
 
 __all__ = [
@@ -12,4 +15,9 @@ __all__ = [
     "LATENT",
     "OBSERVED",
     "VAE",
+    "LinearGaussian",
+    "inverse_cdf_model",
+    "KernelDensity",
+    "KERNELS",
+    "log_kernel_normalizer",
 ]

@@ -67,13 +67,19 @@ D. W. Scott, "Multivariate Density Estimation", Wiley, 1992.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any, Final, Literal
 
 import torch
 from torch import Tensor, nn
 
-from inference._checks import as_data_tensor, check_choice, check_positive_int, resolve_device
+from inference._checks import (
+    as_data_tensor,
+    check_choice,
+    check_positive_int,
+    resolve_device,
+)
 from inference.errors import ConfigError, DataError
 
 __all__ = ["KERNELS", "KernelDensity", "log_kernel_normalizer"]
@@ -279,7 +285,7 @@ class KernelDensity(nn.Module):
         self.kernel: str = check_choice(kernel, "kernel", KERNELS)
         if isinstance(bandwidth, str):
             check_choice(bandwidth, "bandwidth", _RULES)
-        elif isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not (
+        elif isinstance(bandwidth, bool) or not isinstance(bandwidth, numbers.Real) or not (
             math.isfinite(bandwidth) and bandwidth > 0
         ):
             raise ConfigError(
@@ -315,7 +321,7 @@ class KernelDensity(nn.Module):
 
     def _check_fitted(self, what: str) -> None:
         if not self.is_fitted:
-            raise ConfigError(f"this KernelDensity is not fitted yet; call .fit(x) before .{what}()")
+            raise ConfigError(f"this KernelDensity is not fitted yet; call .fit(x) before using .{what}")
 
     @property
     def bandwidth_(self) -> float:
@@ -350,10 +356,10 @@ class KernelDensity(nn.Module):
 
     # ------------------------------------------------------------------ blocks of distances
 
-    def _blocks(self, x: Tensor, y: Tensor) -> Iterator[tuple[slice, slice, Tensor]]:
+    def _blocks(self, x: Tensor, y: Tensor, block_size: int) -> Iterator[tuple[slice, slice, Tensor]]:
         """Yield ``(rows, cols, ||x[rows] - y[cols]||)`` blocks of at most ``block_size`` entries."""
-        n_cols = min(y.shape[0], self.block_size)
-        n_rows = max(1, self.block_size // n_cols)
+        n_cols = min(y.shape[0], block_size)
+        n_rows = max(1, block_size // n_cols)
         for i in range(0, x.shape[0], n_rows):
             rows = slice(i, min(i + n_rows, x.shape[0]))
             for j in range(0, y.shape[0], n_cols):
@@ -366,7 +372,7 @@ class KernelDensity(nn.Module):
         """``log sum_i K(||x - x_i|| / h)`` per row of ``x`` (M, d) -> (M,), by blocks (T33)."""
         rows_out: list[Tensor] = []
         partial: list[Tensor] = []
-        for _, cols, r in self._blocks(x, self.train_x):
+        for _, cols, r in self._blocks(x, self.train_x, self.block_size):
             partial.append(torch.logsumexp(_log_kernel(r / h, self.kernel), dim=1))  # (rows,)
             if cols.stop == self.train_x.shape[0]:  # last column block of these rows
                 rows_out.append(torch.logsumexp(torch.stack(partial, dim=1), dim=1))
@@ -411,13 +417,12 @@ class KernelDensity(nn.Module):
             value, or ``cv_folds`` not ``"loo"`` nor an integer in ``[2, N]``.
         """
         x = self._as_points(x, "x", self.train_x)
-        n, d = x.shape
         if self.bandwidth != "cv" and (bandwidths is not None or cv_folds != "loo"):
             raise ConfigError(
                 f"expected bandwidths/cv_folds only with bandwidth='cv', got bandwidth={self.bandwidth!r}; "
                 "construct KernelDensity(bandwidth='cv') to search a grid"
             )
-        self._buffers["train_x"] = x
+        self._buffers["train_x"] = x.clone()  # never alias the caller's tensor
         self.cv_bandwidths_ = self.cv_scores_ = None
         if self.bandwidth == "cv":
             h = self._cross_validate(x, bandwidths, cv_folds)
@@ -473,7 +478,8 @@ class KernelDensity(nn.Module):
         log_n_train = torch.log((n - fold_size).to(x.dtype))
         scores = torch.empty(grid.shape[0], n, dtype=x.dtype, device=x.device)
         partial: list[Tensor] = []
-        for rows, cols, r in self._blocks(x, x):
+        # G bandwidths share each block of distances: keep G * block <= block_size entries.
+        for rows, cols, r in self._blocks(x, x, max(1, self.block_size // grid.shape[0])):
             same = fold[rows, None] == fold[None, cols]  # (rows, cols): pairs in one fold
             u = r.unsqueeze(0) / grid[:, None, None]  # (G, rows, cols)
             log_k = _log_kernel(u, self.kernel).masked_fill(same, -math.inf)

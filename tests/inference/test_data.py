@@ -15,7 +15,13 @@ import torch
 from sklearn.datasets import load_digits, load_iris, load_wine
 from sklearn.model_selection import train_test_split
 
-from inference.data import DataBundle, _dequantize, available_datasets, load_dataset, read_idx
+from inference.data import (
+    DataBundle,
+    _dequantize,
+    available_datasets,
+    load_dataset,
+    read_idx,
+)
 from inference.errors import ConfigError, DataError
 from inference.toy2d import TOY_DENSITIES, Moons
 

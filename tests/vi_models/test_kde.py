@@ -240,6 +240,17 @@ def test_blocks_state_dict_gradients_and_dtype(float64) -> None:
     small = KernelDensity("epanechnikov", 0.9, block_size=7).fit(data)
     torch.testing.assert_close(small.log_prob(query), kde.log_prob(query), rtol=0, atol=1e-12)
 
+    grid = np.geomspace(0.2, 2.0, 7)
+    for folds in ("loo", 3):
+        full = KernelDensity("epanechnikov", "cv").fit(data, bandwidths=grid, cv_folds=folds)
+        blocked = KernelDensity("epanechnikov", "cv", block_size=60).fit(data, bandwidths=grid, cv_folds=folds)
+        torch.testing.assert_close(blocked.cv_scores_, full.cv_scores_, rtol=0, atol=1e-12)
+
+    mutable = torch.tensor(data)
+    owned = KernelDensity("epanechnikov", 0.9).fit(mutable)
+    mutable.add_(100.0)  # the module keeps its own copy
+    torch.testing.assert_close(owned.log_prob(query), kde.log_prob(query))
+
     restored = KernelDensity("epanechnikov", 0.9)
     restored.load_state_dict(kde.state_dict())
     assert restored.bandwidth_ == kde.bandwidth_
