@@ -26,6 +26,7 @@ from .errors import (  # noqa: E402
 )
 from .data import DataBundle, available_datasets, load_dataset  # noqa: E402
 from .fit import FitResult, fit  # noqa: E402
+from .adversarial import AdversarialResult, fit_adversarial, optimal_discriminator  # noqa: E402
 from .divergences import (  # noqa: E402
     F_DIVERGENCES,
     donsker_varadhan_bound,
@@ -53,6 +54,9 @@ __all__ = [
     "bits_per_dim",
     "logmeanexp",
     "make_elbo",
+    "fit_adversarial",
+    "AdversarialResult",
+    "optimal_discriminator",
     "kl_divergence",
     "reverse_kl",
     "js_divergence",

@@ -26,12 +26,12 @@ from .errors import ConfigError
 
 __all__ = [
     "INIT_METHODS",
-    "log_joint",
     "e_step",
     "expected_complete_log_likelihood",
     "generalized_m_step",
-    "initial_responsibilities",
     "identical_component_groups",
+    "initial_responsibilities",
+    "log_joint",
 ]
 
 INIT_METHODS: tuple[str, ...] = ("k-means++", "kmeans", "random_from_data", "random")

@@ -84,6 +84,7 @@ __all__ = [
     "donsker_varadhan_bound",
     "f_activation",
     "f_conjugate",
+    "f_conjugate_of_activation",
     "f_divergence",
     "f_dual_bound",
     "f_generator",
@@ -374,7 +375,7 @@ def f_activation(name: FDivergence, v: Tensor) -> Tensor:
     return 0.5 * (_LOG2 - F.softplus(-v))  # js
 
 
-def _conjugate_of_activation(name: str, v: Tensor) -> Tensor:
+def f_conjugate_of_activation(name: str, v: Tensor) -> Tensor:
     """``f*(g_f(v))`` in closed form: stable where composing the two would cancel."""
     if name == "kl":
         return torch.exp(v - 1.0)
@@ -436,7 +437,7 @@ def f_dual_bound(name: FDivergence, t_p: Tensor, t_q: Tensor, *, activation: boo
     t_p = _samples(t_p, "t_p")
     t_q = _samples(t_q, "t_q", like=t_p)
     if activation:
-        return f_activation(name, t_p).mean(0) - _conjugate_of_activation(name, t_q).mean(0)
+        return f_activation(name, t_p).mean(0) - f_conjugate_of_activation(name, t_q).mean(0)
     return t_p.mean(0) - f_conjugate(name, t_q).mean(0)
 
 

@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 import pyro
@@ -43,13 +43,19 @@ from ._em_steps import (
     trainable_parameters,
 )
 from ._traces import plate_depth
-from .errors import ConfigError, ConvergenceWarning, DataError, DegenerateFitWarning, NonFiniteLossError
+from .errors import (
+    ConfigError,
+    ConvergenceWarning,
+    DataError,
+    DegenerateFitWarning,
+    NonFiniteLossError,
+)
 from .likelihood import bits_per_dim
 
-__all__ = ["fit_em", "EMResult", "assignment_probs"]
+__all__ = ["EMResult", "assignment_probs", "fit_em"]
 
 InitMethod = Literal["k-means++", "kmeans", "random_from_data", "random"]
-InitSpec = Union[InitMethod, Mapping[str, Any]]
+InitSpec = InitMethod | Mapping[str, Any]
 #: A component whose total responsibility is below this many observations counts as empty.
 EMPTY_COMPONENT_MASS = 1e-6
 _COVARIANCE_KEYS = ("covariances", "precisions", "scale_tril", "variances")
@@ -72,7 +78,7 @@ def _model_device(model: Any) -> torch.device:
 
 def _as_data(data: Any, model: Any, name: str = "data", device: torch.device | None = None) -> Tensor:
     """Validated ``(N, n_features)`` tensor in the model's dtype, on its device."""
-    if hasattr(data, "train") and isinstance(getattr(data, "train"), Tensor):
+    if hasattr(data, "train") and isinstance(data.train, Tensor):
         data = data.train
     x = as_data_tensor(data, name=name, dtype=_model_dtype(model), device=device or _model_device(model))
     n_features = getattr(model, "n_features", None)
@@ -175,7 +181,7 @@ def _check_float(value: Any, name: str, *, minimum: float = 0.0) -> float:
 def _initialize(model: Any, x: Tensor, init: InitSpec, rng: np.random.RandomState, reg_covar: float,
                 n_components: int, closed_form: bool, gem: tuple[int, float], depth: int) -> None:
     if isinstance(init, Mapping):
-        alias = lambda name: "cov" if name in _COVARIANCE_KEYS else name  # noqa: E731
+        alias = lambda name: "cov" if name in _COVARIANCE_KEYS else name
         needed = {alias(n) for n in getattr(model, "param_names", ())}
         if not needed <= {alias(n) for n in init}:
             # scikit-learn's rule: the parameters not given come from a k-means++ initialisation
@@ -413,8 +419,9 @@ def _warn_degenerate(model: Any, x: Tensor, log_resp: Tensor, reg_covar: float) 
         names = [k for k in collapsed(reg_covar, data_variance=float(x.var(0).mean())) if k not in empty]
         if names:
             warnings.warn(
-                f"component(s) {names} collapsed onto a single point: their variance sits at the reg_covar={reg_covar:g} "
-                "floor (the likelihood would grow without bound); increase reg_covar, lower n_components, or "
+                f"component(s) {names} collapsed onto a single point: their variance "
+                + (f"sits at the reg_covar={reg_covar:g} floor" if reg_covar > 0 else "went to 0")
+                + " (the likelihood would grow without bound); increase reg_covar, lower n_components, or "
                 "initialise away from outliers",
                 DegenerateFitWarning,
                 stacklevel=3,

@@ -5,6 +5,7 @@ Each model is a :class:`~pyro.nn.PyroModule` called as ``model(batch)``; its gui
 """
 
 from . import _kl  # noqa: F401  registers KL(MultivariateNormal || Independent(Normal)) for TraceMeanField_ELBO
+from .gan import GAN, NoDensityError
 from .inverse_cdf import inverse_cdf_model
 from .kde import KERNELS, KernelDensity, log_kernel_normalizer
 from .linear_gaussian import LinearGaussian
@@ -20,4 +21,6 @@ __all__ = [
     "KernelDensity",
     "KERNELS",
     "log_kernel_normalizer",
+    "GAN",
+    "NoDensityError",
 ]

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["Family", "register", "get_family", "FAMILIES", "metrics_from_log_likelihood"]
+__all__ = ["Family", "register", "get_family", "FAMILIES", "metrics_from_log_likelihood", "save_fitted"]
 
 FAMILIES: dict[str, "Family"] = {}
 
@@ -70,6 +70,35 @@ class Family:
         """Extra figures for the run directory (name -> matplotlib Figure)."""
         return {}
 
+    def load_state(self, model: Any, guide: Any, path: Any, device: torch.device) -> None:
+        """Load a run's checkpoint into freshly built modules (shapes must match)."""
+        from ..checkpoint import load_modules
+
+        load_modules(path, model, guide, map_location=device)
+
+
+def save_fitted(run: Any, model: Any, guide: Any = None, *, history: dict[str, list[float]] | None = None) -> None:
+    """Checkpoint of a family fitted in closed form (EM, KDE): the modules and their fingerprints.
+
+    It has the layout of :func:`inference.fit`'s checkpoints, so ``evaluate`` and ``sample``
+    read both alike.
+    """
+    from ..checkpoint import fingerprint, save_checkpoint
+
+    def state(module: Any) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in module.state_dict().items()} if hasattr(module, "state_dict") else {}
+
+    save_checkpoint(
+        run.checkpoint_path,
+        {
+            "epoch": len((history or {}).get("loss", [])),
+            "model": state(model),
+            "guide": state(guide),
+            "history": history or {},
+            "fingerprint": {"model": fingerprint(model), "guide": fingerprint(guide)},
+        },
+    )
+
 
 def register(family: Family) -> Family:
     """Add ``family`` to the registry under ``family.name``."""
@@ -105,7 +134,7 @@ def metrics_from_log_likelihood(ll: torch.Tensor, bundle: Any, *, discrete: bool
 
 
 def _load_builtin_families() -> None:
-    from . import vae  # noqa: F401
+    from . import gan, kde, vae  # noqa: F401
 
 
 _load_builtin_families()
