@@ -25,6 +25,7 @@ from .errors import (  # noqa: E402
     VIModelsError,
 )
 from .data import DataBundle, available_datasets, load_dataset  # noqa: E402
+from .em import EMResult, assignment_probs, fit_em  # noqa: E402
 from .fit import FitResult, fit  # noqa: E402
 from .adversarial import AdversarialResult, fit_adversarial, optimal_discriminator  # noqa: E402
 from .divergences import (  # noqa: E402
@@ -46,6 +47,9 @@ from .losses import LOSS_NAMES, linear_annealing, make_elbo  # noqa: E402
 __all__ = [
     "fit",
     "FitResult",
+    "fit_em",
+    "EMResult",
+    "assignment_probs",
     "load_dataset",
     "DataBundle",
     "available_datasets",

@@ -5,10 +5,12 @@ Each model is a :class:`~pyro.nn.PyroModule` called as ``model(batch)``; its gui
 """
 
 from . import _kl  # noqa: F401  registers KL(MultivariateNormal || Independent(Normal)) for TraceMeanField_ELBO
+from .discrete_mixture import BernoulliMixture, CategoricalMixture
 from .gan import GAN, NoDensityError
 from .inverse_cdf import inverse_cdf_model
 from .kde import KERNELS, KernelDensity, log_kernel_normalizer
 from .linear_gaussian import LinearGaussian
+from .mixture import ASSIGNMENT, GaussianMixture, MixturePrior
 from .vae import DATA_PLATE, LATENT, OBSERVED, VAE
 
 __all__ = [
@@ -23,4 +25,9 @@ __all__ = [
     "log_kernel_normalizer",
     "GAN",
     "NoDensityError",
+    "GaussianMixture",
+    "BernoulliMixture",
+    "CategoricalMixture",
+    "MixturePrior",
+    "ASSIGNMENT",
 ]

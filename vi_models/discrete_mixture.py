@@ -34,8 +34,8 @@ from typing import Any, ClassVar
 
 import torch
 from pyro.distributions import constraints
-from pyro.nn import PyroParam
 from pyro.infer.util import is_validation_enabled
+from pyro.nn import PyroParam
 from torch import Tensor
 
 from inference._checks import check_positive_int
@@ -44,7 +44,7 @@ from inference.errors import ConfigError, DataError
 from .mixture import WEIGHTS, Components, MixtureModel
 from .nets import check_batch
 
-__all__ = ["BernoulliMixture", "CategoricalMixture", "PROBS"]
+__all__ = ["PROBS", "BernoulliMixture", "CategoricalMixture"]
 
 #: Name of the per-component outcome probabilities (parameter of both mixtures).
 PROBS = "probs"

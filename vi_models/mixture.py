@@ -55,7 +55,12 @@ from pyro.infer.autoguide import init_to_value
 from pyro.nn import PyroModule, PyroParam
 from torch import Tensor
 
-from inference._checks import as_data_tensor, check_choice, check_positive_int, resolve_device
+from inference._checks import (
+    as_data_tensor,
+    check_choice,
+    check_positive_int,
+    resolve_device,
+)
 from inference.errors import ConfigError, DataError
 
 from .nets import check_batch
@@ -63,15 +68,15 @@ from .vae import DATA_PLATE, OBSERVED
 
 __all__ = [
     "ASSIGNMENT",
-    "WEIGHTS",
+    "COMPONENT_PLATE",
+    "CORR_CHOLESKY",
     "MEANS",
     "VARIANCES",
-    "CORR_CHOLESKY",
-    "COMPONENT_PLATE",
-    "MixturePrior",
+    "WEIGHTS",
     "ComponentEmission",
-    "MixtureModel",
     "GaussianMixture",
+    "MixtureModel",
+    "MixturePrior",
 ]
 
 #: The discrete assignment site z (enumerated); hide it from autoguides.
@@ -157,7 +162,7 @@ class ComponentEmission(TorchDistribution):
     def support(self) -> constraints.Constraint:  # type: ignore[override]
         return self.components.support
 
-    def expand(self, batch_shape: Any, _instance: Any = None) -> "ComponentEmission":
+    def expand(self, batch_shape: Any, _instance: Any = None) -> ComponentEmission:
         batch_shape = torch.Size(batch_shape)
         return ComponentEmission(self.components, self.assignment.expand(batch_shape), validate_args=False,
                                  _enumerated=self._enumerated and len(batch_shape) == self.assignment.dim())
@@ -175,7 +180,7 @@ class ComponentEmission(TorchDistribution):
         table = table.reshape(k, *(1,) * (len(shape) - len(value_batch)), *value_batch).expand(k, *shape)
         return table.gather(0, self.assignment.expand(shape).unsqueeze(0)).squeeze(0)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         z = self.assignment.expand(torch.Size(sample_shape) + self.batch_shape)
         return self.components.sample(z)
 
@@ -408,8 +413,9 @@ class MixtureModel(PyroModule):
         """An ``init_loc_fn`` for autoguides that starts the globals at a data-driven estimate.
 
         Identical initial components never separate (THEORY T13), and an autoguide's default
-        start puts every mean at the same place; this runs the EM initialisation (``init`` as
-        in :func:`inference.fit_em`) and one closed-form M-step instead.
+        start puts every mean at the same place; this seeds the components as
+        :func:`inference.fit_em` does (``init``), then runs one EM iteration so that the
+        variances are those of the seeds' clusters rather than ``reg_covar``.
 
         Returns:
             ``pyro.infer.autoguide.init_to_value(values=...)`` for the model's global sites.
@@ -419,8 +425,18 @@ class MixtureModel(PyroModule):
         like = self.weights_unconstrained
         data = as_data_tensor(x, name="x", dtype=like.dtype, device=like.device, min_dim=2)
         resp = initial_responsibilities(data, self.n_components, init, np.random.RandomState(seed))
-        params = self.m_step(data, resp, reg_covar=reg_covar)
+        with torch.no_grad():
+            params = self.m_step(data, resp, reg_covar=reg_covar)
+            if "covariances" in params:
+                params.update(self._natural_params(params.pop("covariances")))
+            table = self.components(params).log_prob_table(self.observation(data))  # (K, N)
+            resp = torch.softmax(params[WEIGHTS].log().unsqueeze(-1) + table, dim=0).T
+            params = self.m_step(data, resp, reg_covar=reg_covar)
         return init_to_value(values=self.sites_from_params(params))
+
+    def _natural_params(self, covariances: Tensor) -> dict[str, Tensor]:
+        """The components' own parameters for covariances in scikit-learn's layout."""
+        return {}
 
     def sites_from_params(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
         """Values of the Bayesian model's global sites for given parameters."""
@@ -549,6 +565,11 @@ class GaussianMixture(MixtureModel):
             out[VARIANCES] = params.get("covariances", params.get(VARIANCES))
         return out
 
+    def _natural_params(self, covariances: Tensor) -> dict[str, Tensor]:
+        if self.covariance in ("full", "tied"):
+            return {"scale_tril": torch.linalg.cholesky(covariances)}
+        return {VARIANCES: covariances}
+
     def params_to_covariances(self, params: dict[str, Tensor]) -> Tensor:
         if self.covariance in ("full", "tied"):
             L = params["scale_tril"]
@@ -604,12 +625,11 @@ class GaussianMixture(MixtureModel):
             cov = second / nk[:, None, None] - mc.unsqueeze(-1) * mc.unsqueeze(-2)
             cov = cov + reg_covar * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
         elif self.covariance == "tied":
-            # scikit-learn's pooled scatter (X^T X - sum_k N_k mu_k mu_k^T) / sum_k N_k, written around c;
-            # it counts every observation once even when the rows of resp do not sum to one (a
-            # hard initialisation), which then gives the scatter of the data around the seeds.
-            v = (nk.unsqueeze(-1) * mc).sum(0)  # sum_k N_k (mu_k - c)
-            cov = xc.T @ xc - (nk.unsqueeze(-1) * mc).T @ mc - torch.outer(v, c) - torch.outer(c, v)
-            cov = (cov + (x.shape[0] - nk.sum()) * torch.outer(c, c)) / nk.sum()
+            # sum_i sum_k r_ik (x_i - mu_k)(x_i - mu_k)^T / sum_k N_k. scikit-learn uses X^T X here,
+            # which equals it when every row of resp sums to one (all EM iterations) but not at a
+            # hard initialisation, where it would pool the scatter of every observation.
+            mass = resp.sum(1, keepdim=True)  # (N, 1): sum_k r_ik
+            cov = ((xc * mass).T @ xc - (nk.unsqueeze(-1) * mc).T @ mc) / nk.sum()
             cov = cov + reg_covar * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
         else:
             cov = (resp.T @ xc.square()) / nk.unsqueeze(-1) - mc.square() + reg_covar  # (K, d)

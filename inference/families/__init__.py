@@ -134,7 +134,7 @@ def metrics_from_log_likelihood(ll: torch.Tensor, bundle: Any, *, discrete: bool
 
 
 def _load_builtin_families() -> None:
-    from . import gan, kde, vae  # noqa: F401
+    from . import gan, gmm, kde, vae  # noqa: F401
 
 
 _load_builtin_families()

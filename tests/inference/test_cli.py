@@ -135,6 +135,7 @@ TINY_OPTIONS = {
     "vae": ["--z-dim", "2", "--hidden-dims", "16"],
     "kde": ["--bandwidth", "scott"],
     "gan": ["--latent-dim", "2", "--hidden-dims", "16"],
+    "gmm": ["-k", "3"],
 }
 
 

@@ -1,0 +1,95 @@
+"""``vi-models fit gmm``: Gaussian mixtures by EM through Pyro's enumeration, or by SVI.
+
+``--method em`` (default) runs :func:`inference.fit_em`; ``--method svi`` fits the Bayesian
+mixture (Dirichlet weights, Normal means, inverse-Gamma/LKJ scales) with an ``AutoNormal``
+guide over the globals and the assignments summed out by ``TraceEnum_ELBO``; the density
+reported afterwards is the mixture at the posterior median.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+from pyro import poutine
+from pyro.infer.autoguide import AutoNormal
+
+from ..em import fit_em
+from ..fit import fit
+from . import Family, register, save_fitted
+
+
+class GMMFamily(Family):
+    """Gaussian mixture model (EM or SVI with enumeration); exact log-density."""
+
+    name = "gmm"
+    help = "Gaussian mixture fitted by EM through Pyro's enumeration (or SVI with --method svi)"
+    estimator = "exact"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("gmm")
+        group.add_argument("-k", "--n-components", type=int, default=10, help="number of components (default 10)")
+        group.add_argument("--covariance", default="full", choices=["full", "diag", "spherical", "tied"])
+        group.add_argument("--method", default="em", choices=["em", "svi"], help="EM (default) or Bayesian SVI")
+        group.add_argument("--n-init", type=int, default=1, help="EM restarts; the best is kept")
+        group.add_argument("--max-iter", type=int, default=200, help="EM iterations at most")
+        group.add_argument("--tol", type=float, default=1e-3, help="EM tolerance on the lower bound")
+        group.add_argument("--reg-covar", type=float, default=1e-6, help="added to covariance diagonals")
+        group.add_argument("--init", default="k-means++", choices=["k-means++", "kmeans", "random_from_data", "random"])
+
+    def config_from_args(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"n_components": args.n_components, "covariance": args.covariance, "method": args.method,
+                "n_init": args.n_init, "max_iter": args.max_iter, "tol": args.tol, "reg_covar": args.reg_covar,
+                "init": args.init}
+
+    def build(self, config: dict[str, Any], bundle: Any, device: torch.device) -> tuple[Any, Any]:
+        from vi_models import GaussianMixture
+
+        d = int(torch.tensor(bundle.data_shape).prod())
+        bayes = config.get("method", "em") == "svi"
+        model = GaussianMixture(config["n_components"], d, covariance=config["covariance"],
+                                priors=True if bayes else None, device=device, dtype=torch.float64)
+        if not bayes:
+            return model, None
+        x = bundle.train.reshape(bundle.train.shape[0], -1).to(torch.float64)
+        guide = AutoNormal(poutine.block(model, hide=["assignment"]),
+                           init_loc_fn=model.init_loc_fn(x, init=config.get("init", "k-means++"), seed=0))
+        guide(x[:2])  # create the guide's parameters so that a checkpoint can be loaded into them
+        return model, guide
+
+    def train(self, model: Any, guide: Any, bundle: Any, config: dict[str, Any], *, run: Any,
+              fit_options: dict[str, Any]) -> dict[str, list[float]]:
+        x = bundle.train.reshape(bundle.train.shape[0], -1).to(torch.float64)
+        if guide is None:
+            # EM has no training curve to watch: the validation rows are training data too.
+            if fit_options.get("validation_data") is not None:
+                val = fit_options["validation_data"]
+                x = torch.cat([x, val.reshape(val.shape[0], -1).to(x)])
+            result = fit_em(model, x, init=config.get("init", "k-means++"), n_init=config.get("n_init", 1),
+                            max_iter=config.get("max_iter", 200), tol=config.get("tol", 1e-3),
+                            reg_covar=config.get("reg_covar", 1e-6), device=fit_options["device"],
+                            seed=fit_options["seed"], progress=fit_options["progress"])
+            history = {"loss": [-v for v in result.lower_bounds_], "converged": [float(result.converged_)]}
+            save_fitted(run, model, history=history)
+            return history
+        options = {k: v for k, v in fit_options.items() if k not in ("validation_data", "early_stopping")}
+        result = fit(model, guide, x, loss="enum", checkpoint_dir=run.path, **options)
+        model.use_point_estimate(guide, x[:2])
+        return result.history
+
+    def load_state(self, model: Any, guide: Any, path: Any, device: torch.device) -> None:
+        super().load_state(model, guide, path, device)
+        if guide is not None:
+            model.use_point_estimate(guide)
+
+    def log_likelihood(self, model: Any, guide: Any, data: torch.Tensor, config: dict[str, Any],
+                       *, num_samples: int) -> torch.Tensor:
+        with torch.no_grad():
+            return model.log_prob(data.reshape(data.shape[0], -1).to(torch.float64))
+
+    def sample(self, model: Any, guide: Any, n: int, config: dict[str, Any], **options: Any) -> torch.Tensor:
+        return model.sample(n).to(torch.get_default_dtype())
+
+
+register(GMMFamily())
