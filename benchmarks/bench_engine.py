@@ -50,7 +50,8 @@ def batches(x: torch.Tensor, epochs: int, seed: int = 0) -> list[torch.Tensor]:
 
 
 def time_fit(model, guide, x) -> float:
-    result = fit(model, guide, x, loss="meanfield", epochs=EPOCHS, batch_size=BATCH, lr=1e-3, seed=0, progress=False)
+    result = fit(model, guide, x, loss="meanfield", epochs=EPOCHS, batch_size=BATCH, lr=1e-3, seed=0, progress=False,
+                 check_convergence=False)
     steps_per_epoch = -(-x.shape[0] // BATCH)
     t = result.history["time"]
     return (t[-1] - t[0]) / ((len(t) - 1) * steps_per_epoch)  # excludes set-up and the first epoch
