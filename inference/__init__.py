@@ -28,6 +28,7 @@ from .data import DataBundle, available_datasets, load_dataset  # noqa: E402
 from .em import EMResult, assignment_probs, fit_em  # noqa: E402
 from .fit import FitResult, fit  # noqa: E402
 from .adversarial import AdversarialResult, fit_adversarial, optimal_discriminator  # noqa: E402
+from .diagnostics import inference_data_groups, to_inference_data  # noqa: E402
 from .divergences import (  # noqa: E402
     F_DIVERGENCES,
     donsker_varadhan_bound,
@@ -43,6 +44,7 @@ from .divergences import (  # noqa: E402
 )
 from .likelihood import bits_per_dim, log_importance_weights, log_likelihood, logmeanexp  # noqa: E402
 from .losses import LOSS_NAMES, linear_annealing, make_elbo  # noqa: E402
+from .psis import LooResult, PsisReport, compare, loo, pareto_smooth, psis_khat, vi_loo  # noqa: E402
 
 __all__ = [
     "fit",
@@ -58,6 +60,15 @@ __all__ = [
     "bits_per_dim",
     "logmeanexp",
     "make_elbo",
+    "to_inference_data",
+    "inference_data_groups",
+    "psis_khat",
+    "PsisReport",
+    "pareto_smooth",
+    "loo",
+    "vi_loo",
+    "LooResult",
+    "compare",
     "fit_adversarial",
     "AdversarialResult",
     "optimal_discriminator",
