@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 __all__ = ["main", "build_parser"]
 
 
@@ -100,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--sampler", default=None, help="sampler of the family (diffusion: ancestral, ddim)")
     sm.add_argument("--steps", type=_positive_int, default=None, help="sampler steps (diffusion)")
     sm.add_argument("--device", default=None, help="device (default: the run's)")
+    dg = commands.add_parser("diagnose", help="ArviZ diagnostics of a run: k-hat, InferenceData file, plots")
+    dg.add_argument("run_dir", help="a directory written by `vi-models fit`")
+    dg.add_argument("--num-samples", type=_positive_int, default=500,
+                    help="draws from the guide for k-hat and the InferenceData (default 500)")
+    dg.add_argument("--max-test", type=_positive_int, default=200,
+                    help="test observations to diagnose (default 200)")
+    dg.add_argument("--device", default=None, help="device (default: the run's)")
     return parser
 
 
@@ -293,13 +302,56 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import torch
+
+    from .plots import plot_history, plot_khat
+
+    run, family, bundle, model, guide, config = _open_run(args.run_dir, args.device)
+    data = bundle.test[: args.max_test]
+    summary: dict[str, Any] = {"model": family.name, "num_test": int(data.shape[0]), "num_samples": args.num_samples}
+    history = run.read_json("history.json") if (run.path / "history.json").exists() else {}
+    if history.get("loss"):
+        run.save_figure("elbo_trace.png", plot_history(history, title=f"{family.name}: -ELBO per observation"))
+    if not family.pyro_model:
+        print(f"{family.name} is not a Pyro model/guide pair: no variational approximation to diagnose")
+        run.write_json("diagnostics.json", {**summary, "khat": None})
+        return 0
+    from .diagnostics import to_inference_data
+    from .psis import psis_khat
+
+    torch.manual_seed(0)
+    if guide is not None:
+        report = psis_khat(model, guide, data, args.num_samples, seed=0)
+        print(report)
+        khat = np.atleast_1d(report.khat)
+        summary.update(khat_max=float(khat.max()), khat_words=str(report), khat_scope=report.scope,
+                       khat_bad=int((khat >= 0.7).sum()), khat_ok=int(((khat >= 0.5) & (khat < 0.7)).sum()))
+        run.save_figure("khat.png", plot_khat(khat))
+    else:
+        print("no guide: the latents are summed out exactly (log-likelihood exact, k-hat not needed)")
+    idata = to_inference_data(model, guide, data, num_samples=min(args.num_samples, 200), seed=0)
+    path = run.path / "inference_data.nc"
+    tmp = run.path / ".inference_data.nc.tmp"
+    idata.to_netcdf(str(tmp))
+    os.replace(tmp, path)
+    summary["groups"] = list(idata.groups())
+    if "posterior" in idata.groups():
+        from .arviz_io import import_arviz
+
+        print(import_arviz().summary(idata, kind="stats").to_string())
+    run.write_json("diagnostics.json", summary)
+    print(f"wrote {path} and diagnostics.json")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vi-models`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from .errors import VIModelsError
 
-    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample}
+    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample, "diagnose": cmd_diagnose}
     try:
         return handlers[args.command](args)
     except (VIModelsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:

@@ -223,7 +223,7 @@ def fit_diffusion(
     guide: Any,
     data: Any,
     *,
-    objective: ObjectiveName | DiffusionObjective = "simple",
+    objective: ObjectiveName | DiffusionObjective | DiffusionELBO = "simple",
     hybrid_weight: float = 1e-3,
     lr: float = 2e-4,
     optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
@@ -241,7 +241,8 @@ def fit_diffusion(
     data
         Training data ``(N, *data_shape)`` (anything :func:`inference.fit` accepts).
     objective, hybrid_weight
-        See :class:`DiffusionObjective`; default ``"simple"`` (Ho et al.'s Algorithm 1).
+        See :class:`DiffusionObjective`; default ``"simple"`` (Ho et al.'s Algorithm 1). A ready
+        :class:`DiffusionELBO` is used as it is (for ``num_particles`` or ``analytic_kl``).
     lr
         Learning rate (default 2e-4, Ho et al.).
     optimizer

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["plot_history", "image_grid", "plot_samples", "plot_reconstructions"]
+__all__ = ["plot_history", "image_grid", "plot_samples", "plot_reconstructions", "plot_khat"]
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -87,3 +87,19 @@ def plot_reconstructions(x: torch.Tensor, x_hat: torch.Tensor, image_shape: Sequ
         rows.append(x_hat[start : start + ncols])
     stacked = torch.cat([r.reshape(r.shape[0], -1) for r in rows])
     return image_grid(stacked, image_shape, ncols=ncols, title=title)
+
+
+def plot_khat(khat: np.ndarray, *, title: str = "PSIS k-hat per observation") -> Figure:
+    """Pareto k-hat of each observation with the 0.5 / 0.7 thresholds (Yao et al. 2018)."""
+    k = np.atleast_1d(np.asarray(khat, dtype=float))
+    fig = _figure(6, 3.2)
+    ax = fig.add_subplot(1, 1, 1)
+    colours = np.where(k >= 0.7, "C3", np.where(k >= 0.5, "C1", "C0"))
+    ax.scatter(np.arange(len(k)), k, s=8, c=colours)
+    for level, label in ((0.5, "0.5"), (0.7, "0.7")):
+        ax.axhline(level, color="grey", lw=0.8, ls="--")
+        ax.text(len(k), level, label, va="bottom", ha="right", fontsize=8)
+    ax.set_xlabel("observation")
+    ax.set_ylabel("k-hat")
+    ax.set_title(title)
+    return fig

@@ -157,3 +157,16 @@ def test_every_family_fits_evaluates_and_samples_a_user_file(family, tmp_path, c
     assert math.isfinite(metrics["test_log_likelihood"]) and metrics["num_test"] == 24
     assert run_cli("sample", str(out), "-n", "7", "--out", str(tmp_path / "s.npy")) == 0
     assert np.load(tmp_path / "s.npy").shape == (7, 2)
+
+
+def test_diagnose_writes_inference_data_and_khat(vae_run, capsys):
+    import arviz as az
+
+    assert run_cli("diagnose", str(vae_run), "--num-samples", "20", "--max-test", "10") == 0
+    out = capsys.readouterr().out
+    assert "k-hat" in out
+    diagnostics = json.loads((vae_run / "diagnostics.json").read_text())
+    assert diagnostics["khat_scope"] == "per-observation" and diagnostics["num_test"] == 10
+    idata = az.from_netcdf(vae_run / "inference_data.nc")
+    assert idata.log_likelihood["x"].shape[-1] == 10
+    assert (vae_run / "khat.png").exists()
