@@ -1,4 +1,4 @@
-"""The tutorials run end to end, are committed without outputs, and import nothing private.
+"""The tutorials run end to end, are committed without outputs, and use nothing private.
 
 Every ``tutorials/*.ipynb`` is executed top to bottom with nbclient in a fresh kernel started
 from this interpreter (``sys.executable``, so the kernel sees the same environment and the
@@ -97,8 +97,19 @@ def test_tutorial_committed_without_outputs(path: Path) -> None:
     )
 
 
-def _imports(source: str) -> list[str]:
-    """Dotted names a cell imports (IPython magics and shell lines skipped)."""
+def _dotted(node: ast.AST) -> str | None:
+    """``a.b.c`` for an attribute chain rooted at a plain name, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(parts)])
+
+
+def _package_names(source: str) -> list[str]:
+    """Dotted names a cell imports or reads as attributes (IPython magics and shell lines skipped)."""
     code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
     names: list[str] = []
     for node in ast.walk(ast.parse(code)):
@@ -106,18 +117,22 @@ def _imports(source: str) -> list[str]:
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             names += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Attribute) and (dotted := _dotted(node)) is not None:
+            names.append(dotted)
     return names
 
 
 @pytest.mark.parametrize("path", _params(with_theory=False))
-def test_tutorial_imports_nothing_private(path: Path) -> None:
+def test_tutorial_uses_public_api_only(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     own = ("inference", "vi_models", "guides")
-    private = [
-        name
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for name in _imports(cell.source)
-        if name.split(".")[0] in own and any(part.startswith("_") for part in name.split("."))
-    ]
-    assert not private, f"{path.name} imports private names {private}; tutorials use the public API only"
+    private = sorted(
+        {
+            name
+            for cell in nb.cells
+            if cell.cell_type == "code"
+            for name in _package_names(cell.source)
+            if name.split(".")[0] in own and any(part.startswith("_") for part in name.split("."))
+        }
+    )
+    assert not private, f"{path.name} uses private names {private}; tutorials use the public API only"
