@@ -56,11 +56,11 @@ from .errors import ConfigError
 
 __all__ = [
     "OBJECTIVES",
-    "ObjectiveName",
-    "DiffusionObjective",
     "DiffusionELBO",
-    "resolve_objective",
+    "DiffusionObjective",
+    "ObjectiveName",
     "fit_diffusion",
+    "resolve_objective",
 ]
 
 ObjectiveName = Literal["vlb", "vlb_sampled", "simple", "hybrid", "chain"]
@@ -188,7 +188,7 @@ class DiffusionELBO(TraceMeanField_ELBO):
     >>> loss = DiffusionELBO("simple")
     >>> loss.objective.name
     'simple'
-    >>> # fit(ddpm, ForwardDiffusion(ddpm.schedule), data, loss=loss)   # doctest: +SKIP
+    >>> fit(ddpm, ForwardDiffusion(ddpm.schedule), data, loss=loss)   # doctest: +SKIP
     """
 
     def __init__(
@@ -205,11 +205,11 @@ class DiffusionELBO(TraceMeanField_ELBO):
         self.analytic_kl = bool(analytic_kl)
         super().__init__(**kwargs)
 
-    def _get_trace(self, model, guide, args, kwargs):  # noqa: ANN001, ANN202 (Pyro's signature)
+    def _get_trace(self, model, guide, args, kwargs):
         # The one place every ELBO method (loss, loss_and_grads, vectorised particles) passes through.
         return super()._get_trace(model, guide, args, {**kwargs, "objective": self.objective})
 
-    def _differentiable_loss_particle(self, model_trace, guide_trace):  # noqa: ANN001, ANN202
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
         if self.analytic_kl:
             return super()._differentiable_loss_particle(model_trace, guide_trace)
         return Trace_ELBO._differentiable_loss_particle(self, model_trace, guide_trace)

@@ -50,12 +50,16 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from inference._checks import check_choice, check_positive_int, resolve_device
-from inference.diffusion_losses import DiffusionObjective, ObjectiveSpec, resolve_objective
-from inference.errors import ConfigError, DataError
+from inference.diffusion_losses import (
+    DiffusionObjective,
+    ObjectiveSpec,
+    resolve_objective,
+)
+from inference.errors import ConfigError
 
+from . import diffusion_bounds, diffusion_sampling
 from .diffusion_nets import TimeMLP, UNet
 from .diffusion_ode import probability_flow_log_prob
-from .diffusion_sampling import sample
 from .diffusion_schedules import NoiseSchedule, ScheduleSpec, VarianceName
 from .diffusion_sites import (
     OBSERVED,
@@ -90,6 +94,23 @@ class _Reshape(nn.Module):
         return out.reshape(*lead, *self.data_shape)
 
 
+def _check_shared(schedule: NoiseSchedule, T: int, variance: str, data_loc: Any, data_scale: Any) -> None:
+    """A shared schedule fixes T, the variance and the standardisation: refuse conflicting values."""
+    clashes = []
+    if T != 1000 and T != schedule.num_steps:
+        clashes.append(f"T={T} (schedule: {schedule.num_steps})")
+    if variance != "fixed_small" and variance != schedule.variance:
+        clashes.append(f"variance={variance!r} (schedule: {schedule.variance!r})")
+    for name, value, default in (("data_loc", data_loc, 0.0), ("data_scale", data_scale, 1.0)):
+        if not (isinstance(value, (int, float)) and value == default):
+            clashes.append(f"{name}=... (set it on the NoiseSchedule)")
+    if clashes:
+        raise ConfigError(
+            f"expected T, variance, data_loc and data_scale to come from the NoiseSchedule passed as schedule, "
+            f"got {', '.join(clashes)}; build the NoiseSchedule with them instead"
+        )
+
+
 class DDPM(PyroModule):
     """The reverse process of a DDPM, ``p(x_T) prod_t p_theta(x_{t-1} | x_t)``, as a Pyro model.
 
@@ -104,7 +125,9 @@ class DDPM(PyroModule):
     T
         Number of diffusion steps.
     schedule
-        ``"linear"`` (Ho et al.; T >= 51), ``"cosine"`` (Nichol & Dhariwal), or the betas.
+        ``"linear"`` (Ho et al.; T >= 51), ``"cosine"`` (Nichol & Dhariwal), the betas, or a
+        ready :class:`NoiseSchedule` to share (e.g. with an :class:`OptimalDenoiser`); T,
+        variance and the standardisation then come from it (passing different ones is an error).
     prediction
         What the network predicts: ``"eps"``, ``"x0"`` or ``"v"``.
     variance
@@ -150,8 +173,8 @@ class DDPM(PyroModule):
     def __init__(
         self,
         data_shape: int | tuple[int, ...],
-        T: int = 1000,  # noqa: N803 (the paper's symbol)
-        schedule: ScheduleSpec = "linear",
+        T: int = 1000,
+        schedule: ScheduleSpec | NoiseSchedule = "linear",
         prediction: Prediction = "eps",
         variance: VarianceName = "fixed_small",
         network: nn.Module | None = None,
@@ -170,7 +193,13 @@ class DDPM(PyroModule):
         self.prediction = check_choice(prediction, "prediction", _PREDICTIONS)
         self._data_shape, self.image_shape = resolve_data_shape(data_shape, image_shape, conv=False, what="")
         factory = {"device": resolve_device(device), "dtype": dtype or torch.get_default_dtype()}
-        self.schedule = NoiseSchedule(T, schedule, variance, data_loc=data_loc, data_scale=data_scale, **factory)
+        if isinstance(schedule, NoiseSchedule):
+            _check_shared(schedule, T, variance, data_loc, data_scale)
+            factory = {"device": schedule.betas.device, "dtype": schedule.betas.dtype}
+        else:
+            schedule = NoiseSchedule(T, schedule, variance, data_loc=data_loc, data_scale=data_scale, **factory)
+        self.schedule = schedule
+        self._num_steps = schedule.num_steps
         if network is None:
             if self.image_shape is not None:
                 network = UNet(self.image_shape, unet_channels, **factory)
@@ -216,9 +245,9 @@ class DDPM(PyroModule):
         return len(self._data_shape)
 
     @property
-    def T(self) -> int:  # noqa: N802
+    def T(self) -> int:
         """Number of diffusion steps."""
-        return self.schedule.num_steps
+        return self._num_steps
 
     def extra_repr(self) -> str:
         return f"data_shape={tuple(self._data_shape)}, prediction={self.prediction!r}, ema_decay={self.ema_decay}"
@@ -257,6 +286,8 @@ class DDPM(PyroModule):
             use_ema = self.ema_decay is not None
         if use_ema and self.ema_decay is None:
             raise ConfigError("use_ema=True but this DDPM keeps no EMA; build it with ema_decay=...")
+        # PyroModule.__getattr__ announces every parameter of the network to Pyro's handlers (so the
+        # ELBO sees param sites and back-propagates): one attribute access per network call.
         return self.ema_network if use_ema else self.network
 
     # ------------------------------------------------------------------ predictions
@@ -279,14 +310,14 @@ class DDPM(PyroModule):
         eps, x0
             Both shaped like ``y_t``.
         """
-        ev = self.event_dim
+        ev, s = self.event_dim, self.schedule
         t = t.expand(y_t.shape[: y_t.dim() - ev])
         if t.is_floating_point():
-            abar = self.schedule.alphas_cumprod_at(t).reshape(t.shape + (1,) * ev).to(y_t.dtype)
+            abar = s.alphas_cumprod_at(t).reshape(t.shape + (1,) * ev).to(y_t.dtype)
             sqrt_ab, sqrt_1m = abar.sqrt(), (1 - abar).sqrt()
         else:
-            sqrt_ab = NoiseSchedule.gather(self.schedule.sqrt_alphas_cumprod, t, ev)
-            sqrt_1m = NoiseSchedule.gather(self.schedule.sqrt_one_minus_alphas_cumprod, t, ev)
+            sqrt_ab = s.gather(s.sqrt_alphas_cumprod, t, ev)
+            sqrt_1m = s.gather(s.sqrt_one_minus_alphas_cumprod, t, ev)
         out = self._net(use_ema)(y_t, t.to(y_t.dtype))
         if self.prediction == "eps":
             return out, (y_t - sqrt_1m * out) / sqrt_ab
@@ -370,12 +401,12 @@ class DDPM(PyroModule):
         if x is None:
             n = check_positive_int(num_samples, "num_samples")
             with pyro.plate(DATA_PLATE, n, dim=-1):
-                return self._chain(None, None)
+                return self._chain(None)
         self._check_data(x)
         y0 = self.schedule.normalise(x)
         with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
             if obj.name == "chain":
-                return self._chain(x, y0)
+                return self._chain(x)
             if obj.samples_time:
                 t = pyro.sample(TIME, TimeStep(self.T, device=x.device))
                 self._step_sites(x, y0, t, obj)
@@ -408,7 +439,7 @@ class DDPM(PyroModule):
         if obj.simple_coef > 0:
             pyro.factor(SIMPLE_OFFSET, obj.offset_scale(weights, self.T) * self.simple_offsets[steps])
 
-    def _chain(self, x: Tensor | None, y0: Tensor | None) -> Tensor:
+    def _chain(self, x: Tensor | None) -> Tensor:
         """x_T ~ N(0, I), then x_{t-1} ~ p_theta(x_{t-1} | x_t) down to x_0 (observed at ``x``)."""
         ev = self.event_dim
         zeros = torch.zeros(self._data_shape, device=self.schedule.betas.device, dtype=self.schedule.betas.dtype)
@@ -422,118 +453,22 @@ class DDPM(PyroModule):
 
     # ------------------------------------------------------------------ bounds and losses
 
-    def _noise(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
-        b = self.schedule.betas
-        return torch.randn(shape, generator=generator, device=b.device, dtype=b.dtype)
-
-    @torch.no_grad()
-    def vlb_terms(
-        self,
-        x: Tensor,
-        *,
-        noise: Tensor | None = None,
-        chunk_size: int | None = None,
-        use_ema: bool | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """The terms of L_VLB per observation (nats), each L_{t-1} an analytic Gaussian KL (T18).
-
-        Column ``j`` holds L_j for j = 0, ..., T - 1 (L_0 = -log p_theta(x_0 | x_1)) and column
-        T holds L_T; each L_{t-1} uses one draw x_t ~ q(x_t | x_0) (``noise[t - 1]``).
-
-        Parameters
-        ----------
-        x
-            Data ``(B, *data_shape)``.
-        noise
-            The eps of x_t for every t, shape ``(T, B, *data_shape)`` (default: fresh draws).
-        chunk_size
-            Steps per network call (default: about 4096 rows per call).
-        use_ema
-            Use the EMA weights (default: when kept).
-        generator
-            For the fresh noise.
-
-        Returns
-        -------
-        Tensor
-            Shape ``(B, T + 1)``; ``.sum(-1)`` is L_VLB >= -log p(x) (:meth:`vlb`).
-        """
-        self._check_data(x)
-        s, ev, T = self.schedule, self.event_dim, self.T
-        y0 = s.normalise(x)
-        b = x.shape[0]
-        if noise is None:
-            noise = self._noise((T, b, *self._data_shape), generator)
-        elif noise.shape != (T, b, *self._data_shape):
-            raise DataError(f"expected noise of shape {(T, b, *self._data_shape)}, got {tuple(noise.shape)}")
-        chunk = chunk_size or max(1, 4096 // b)
-        terms = torch.empty(b, T + 1, device=x.device, dtype=x.dtype)
-        for start in range(1, T + 1, chunk):
-            steps = torch.arange(start, min(T, start + chunk - 1) + 1, device=x.device)  # (k,)
-            tk = steps.unsqueeze(-1).expand(-1, b)  # (k, B)
-            y_t = s.q_sample(y0, tk, noise[steps - 1], ev)  # (k, B, *data_shape)
-            mean, var, _ = self.p_mean_variance(y_t, tk, use_ema=use_ema)
-            post_mean, post_var = s.q_posterior(y0, y_t, tk, ev)
-            # KL(N(mu~, beta~ I) || N(mu, sigma^2 I)), THEORY T4, summed over the event
-            kl = 0.5 * (torch.log(var / post_var.clamp_min(1e-300)) + (post_var + (post_mean - mean) ** 2) / var - 1)
-            kl = kl.expand_as(mean).flatten(2).sum(-1)  # (k, B)
-            if start == 1:
-                decoder_nll = -self.decoder(mean[0], var[0]).log_prob(x)  # (B,)
-                kl[0] = decoder_nll
-            terms[:, steps - 1] = kl.T
-        abar_T = s.alphas_cumprod[T]
-        # L_T = KL(N(sqrt(abar_T) y0, (1 - abar_T) I) || N(0, I)), THEORY T4
-        terms[:, T] = 0.5 * (abar_T * y0**2 + (1 - abar_T) - 1 - torch.log(1 - abar_T)).flatten(1).sum(-1)
-        return terms
+    def vlb_terms(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """The terms of L_VLB per observation, ``(B, T + 1)``: see :func:`vi_models.diffusion_bounds.vlb_terms`."""
+        return diffusion_bounds.vlb_terms(self, x, **kwargs)
 
     def vlb(self, x: Tensor, **kwargs: Any) -> Tensor:
-        """L_VLB per observation in nats (an upper bound on -log p(x)); ``kwargs`` as :meth:`vlb_terms`.
+        """L_VLB per observation in nats, ``(B,)``: an upper bound on -log p(x) (THEORY T18).
 
-        Returns
-        -------
-        Tensor
-            Shape ``(B,)``.
+        Keyword arguments as :func:`vi_models.diffusion_bounds.vlb_terms` (``noise``,
+        ``chunk_size``, ``use_ema``, ``generator``).
         """
-        return self.vlb_terms(x, **kwargs).sum(-1)
+        return diffusion_bounds.vlb_terms(self, x, **kwargs).sum(-1)
 
-    def simple_loss(
-        self,
-        x: Tensor,
-        *,
-        t: Tensor | None = None,
-        noise: Tensor | None = None,
-        use_ema: bool | None = False,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """||eps - eps_theta(sqrt(abar_t) y_0 + sqrt(1 - abar_t) eps, t)||^2 per observation (Algorithm 1).
-
-        Parameters
-        ----------
-        x
-            Data ``(B, *data_shape)``.
-        t
-            Steps ``(B,)`` in {1, ..., T} (default: uniform draws).
-        noise
-            eps ``(B, *data_shape)`` (default: standard normal draws).
-        use_ema
-            Use the EMA weights (default: the trained network).
-
-        Returns
-        -------
-        Tensor
-            Shape ``(B,)``; its mean over uniform t is L_simple (differentiable).
-        """
-        self._check_data(x)
-        b = x.shape[0]
-        if t is None:
-            t = torch.randint(1, self.T + 1, (b,), device=x.device, generator=generator)
-        t = self.schedule.check_steps(t)
-        if noise is None:
-            noise = self._noise((b, *self._data_shape), generator)
-        y_t = self.schedule.q_sample(self.schedule.normalise(x), t, noise, self.event_dim)
-        eps, _ = self.predict(y_t, t, use_ema=use_ema)
-        return ((noise - eps) ** 2).flatten(1).sum(-1)
+    def simple_loss(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """||eps - eps_theta(x_t, t)||^2 per observation, ``(B,)`` (Algorithm 1): see
+        :func:`vi_models.diffusion_bounds.simple_loss` (``t``, ``noise``, ``use_ema``, ``generator``)."""
+        return diffusion_bounds.simple_loss(self, x, **kwargs)
 
     # ------------------------------------------------------------------ likelihood and sampling
 
@@ -569,4 +504,4 @@ class DDPM(PyroModule):
         Tensor
             Shape ``(n, *data_shape)`` in the data's units.
         """
-        return sample(self, n, sampler=sampler, steps=steps, eta=eta, generator=generator, use_ema=use_ema)
+        return diffusion_sampling.sample(self, n, sampler=sampler, steps=steps, eta=eta, generator=generator, use_ema=use_ema)

@@ -27,7 +27,7 @@ from inference.errors import ConfigError, DataError
 
 from .nets import ActivationFactory, _check_dims, _make_activation, check_image_shape
 
-__all__ = ["sinusoidal_embedding", "TimeMLP", "UNet"]
+__all__ = ["TimeMLP", "UNet", "sinusoidal_embedding"]
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:

@@ -53,11 +53,11 @@ from inference._checks import check_choice, check_positive_int, resolve_device
 from inference.errors import ConfigError, DataError
 
 __all__ = [
+    "NoiseSchedule",
     "ScheduleName",
     "VarianceName",
-    "linear_beta_schedule",
     "cosine_beta_schedule",
-    "NoiseSchedule",
+    "linear_beta_schedule",
 ]
 
 ScheduleName = Literal["linear", "cosine"]
@@ -65,6 +65,8 @@ VarianceName = Literal["fixed_small", "fixed_large"]
 _SCHEDULES: Final = ("linear", "cosine")
 _VARIANCES: Final = ("fixed_small", "fixed_large")
 _F64 = torch.float64
+#: What ``schedule=`` accepts: a name, or the betas (beta_1, ..., beta_T) themselves.
+ScheduleSpec = Union[ScheduleName, Sequence[float], Tensor]  # noqa: UP007 (a runtime alias)
 
 
 def linear_beta_schedule(num_steps: int) -> Tensor:
@@ -244,7 +246,7 @@ class NoiseSchedule(nn.Module):
         self.register_buffer("data_scale", scale.to(**factory))
 
     @property
-    def T(self) -> int:  # noqa: N802 (the paper's symbol)
+    def T(self) -> int:
         """Number of diffusion steps."""
         return self.num_steps
 
@@ -403,11 +405,9 @@ class NoiseSchedule(nn.Module):
             Same shape, in the schedule's dtype.
         """
         neg_log = -self.log_alphas_cumprod  # increasing, 0 at t = 0
-        target = -torch.log(alphas_cumprod.to(neg_log.dtype)).clamp(0, float(neg_log[-1]))
+        target = (-torch.log(alphas_cumprod.to(neg_log.dtype))).clamp(0, float(neg_log[-1]))
         high = torch.searchsorted(neg_log, target.reshape(-1).contiguous()).clamp(1, self.num_steps).reshape(target.shape)
         low = high - 1
         frac = (target - neg_log[low]) / (neg_log[high] - neg_log[low])
         return low.to(neg_log.dtype) + frac.clamp(0, 1)
 
-
-ScheduleSpec = Union[ScheduleName, Sequence[float], Tensor]

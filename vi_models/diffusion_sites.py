@@ -24,7 +24,7 @@ The ``"chain"`` objective has the literal chain instead: sites :func:`chain_site
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import ClassVar, Final
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
@@ -33,15 +33,15 @@ from torch.distributions import register_kl
 from inference._checks import check_positive_int
 
 __all__ = [
-    "TIME_PLATE",
-    "TIME",
-    "STATE",
-    "PREVIOUS",
     "OBSERVED",
-    "SIMPLE_OFFSET",
+    "PREVIOUS",
     "PRIOR",
-    "chain_site",
+    "SIMPLE_OFFSET",
+    "STATE",
+    "TIME",
+    "TIME_PLATE",
     "TimeStep",
+    "chain_site",
 ]
 
 TIME_PLATE: Final = "time"
@@ -78,7 +78,7 @@ class TimeStep(TorchDistribution):
     torch.Size([3])
     """
 
-    arg_constraints: dict = {}
+    arg_constraints: ClassVar[dict] = {}
     has_rsample = True
 
     def __init__(self, num_steps: int, batch_shape: tuple[int, ...] | torch.Size = (), *,
@@ -88,17 +88,17 @@ class TimeStep(TorchDistribution):
         super().__init__(torch.Size(batch_shape), torch.Size(), validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=True, event_dim=0)
-    def support(self):  # noqa: ANN201 (torch's signature)
+    def support(self):
         return constraints.integer_interval(1, self.num_steps)
 
-    def expand(self, batch_shape, _instance=None):  # noqa: ANN001, ANN201
+    def expand(self, batch_shape, _instance=None):
         return TimeStep(self.num_steps, torch.Size(batch_shape), device=self._device, validate_args=self._validate_args)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
         return torch.randint(1, self.num_steps + 1, shape, device=self._device)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         return self.rsample(sample_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

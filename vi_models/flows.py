@@ -64,17 +64,21 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
-from pyro.distributions.transforms.utils import clamp_preserve_gradients
 from pyro.distributions.transforms import (
     AffineAutoregressive,
     AffineCoupling,
     Permute,
     SplineCoupling,
 )
-from pyro.infer.util import is_validation_enabled
+from pyro.distributions.transforms.utils import clamp_preserve_gradients
 from pyro.nn import AutoRegressiveNN, DenseNN, PyroModule
 from torch import Tensor, nn
-from torch.distributions import AffineTransform, ComposeTransform, SigmoidTransform, Transform
+from torch.distributions import (
+    AffineTransform,
+    ComposeTransform,
+    SigmoidTransform,
+    Transform,
+)
 
 from inference._checks import check_choice, check_positive_int, resolve_device
 from inference.errors import ConfigError, DataError
@@ -82,7 +86,16 @@ from inference.errors import ConfigError, DataError
 from .nets import ActivationFactory, _check_dims, _make_activation, check_batch
 from .vae import DATA_PLATE, OBSERVED, VAE
 
-__all__ = ["ActNorm", "NormalizingFlow", "RealNVP", "SplineFlow", "MAF", "FlowPriorVAE", "clear_transform_caches"]
+__all__ = [
+    "MAF",
+    "ActNorm",
+    "FlowPriorVAE",
+    "NormalizingFlow",
+    "RealNVP",
+    "SplineFlow",
+    "clear_transform_caches",
+    "near_identity_",
+]
 
 Domain = Literal["real", "unit"]
 
@@ -97,6 +110,49 @@ def clear_transform_caches(module: nn.Module) -> None:
     for sub in module.modules():
         if isinstance(sub, Transform) and getattr(sub, "_cache_size", 0) == 1:
             sub._cached_x_y = None, None
+
+
+#: Pre-softplus value giving a spline knot derivative of exactly 1 (Pyro adds a floor of 1e-3).
+_IDENTITY_DERIVATIVE = math.log(math.expm1(1.0 - 1e-3))
+#: Scale of the output layer of every conditioner network at construction.
+_OUTPUT_INIT_SCALE = 1e-2
+
+
+@torch.no_grad()
+def near_identity_(net: nn.Module, *, bias: Tensor | float = 0.0) -> nn.Module:
+    """Shrink the output layer of a conditioner network so that its layer starts near the identity.
+
+    Weights of the last layer (and of a MADE's skip layer) are scaled by 1e-2 rather than
+    zeroed, as in Glow's zero initialisation (Kingma & Dhariwal 2018, Sec. 3.3), so every
+    parameter still receives a gradient at the first step; the output bias is set to ``bias``.
+    A randomly initialised spline stack is otherwise so wiggly that its density has features
+    narrower than any grid and trains poorly.
+
+    Parameters
+    ----------
+    net
+        A Pyro ``DenseNN``/``AutoRegressiveNN`` (or conditional version): ``net.layers[-1]``
+        is its output layer.
+    bias
+        Output bias, a scalar or a tensor of the output size.
+
+    Returns
+    -------
+    nn.Module
+        ``net``, modified in place.
+    """
+    last = net.layers[-1]
+    last.weight.mul_(_OUTPUT_INIT_SCALE)
+    last.bias.copy_(torch.as_tensor(bias, dtype=last.bias.dtype).expand_as(last.bias))
+    skip = getattr(net, "skip_layer", None)
+    if skip is not None:
+        skip.weight.mul_(_OUTPUT_INIT_SCALE)
+    return net
+
+
+def _spline_identity_bias(rest: int, count_bins: int) -> Tensor:
+    """Output bias of a quadratic-spline conditioner giving equal bins and unit slopes (the identity)."""
+    return torch.cat([torch.zeros(2 * rest * count_bins), torch.full((rest * (count_bins - 1),), _IDENTITY_DERIVATIVE)])
 
 
 def _check_float(value: Any, name: str, *, low: float, high: float = math.inf, hint: str = "") -> float:
@@ -437,7 +493,7 @@ class RealNVP(_CouplingFlow):
         d = self._dim // 2
         for _ in range(self._num_layers):
             net = DenseNN(d, hidden, param_dims=[self._dim - d, self._dim - d], nonlinearity=_make_activation(activation))
-            self.layers.append(AffineCoupling(d, net))
+            self.layers.append(AffineCoupling(d, near_identity_(net)))
         self.to(**self._factory)
 
 
@@ -500,7 +556,12 @@ class SplineFlow(_CouplingFlow):
         for _ in range(self._num_layers):
             # Quadratic splines take (widths, heights, inner derivatives) per coordinate.
             net = DenseNN(d, hidden, param_dims=[rest * k, rest * k, rest * (k - 1)], nonlinearity=_make_activation(activation))
-            self.layers.append(SplineCoupling(self._dim, d, net, count_bins=k, bound=self.bound, order="quadratic"))
+            layer = SplineCoupling(self._dim, d, near_identity_(net, bias=_spline_identity_bias(rest, k)), count_bins=k, bound=self.bound, order="quadratic")
+            with torch.no_grad():  # the unconditional splines of the first half start as the identity too
+                layer.lower_spline.unnormalized_widths.zero_()
+                layer.lower_spline.unnormalized_heights.zero_()
+                layer.lower_spline.unnormalized_derivatives.fill_(_IDENTITY_DERIVATIVE)
+            self.layers.append(layer)
         self.to(**self._factory)
 
 
@@ -570,7 +631,7 @@ class MAF(NormalizingFlow):
         for k in range(num_layers):
             order = torch.arange(self._dim) if k % 2 == 0 else torch.arange(self._dim - 1, -1, -1)
             arn = AutoRegressiveNN(self._dim, hidden, permutation=order, nonlinearity=_make_activation(activation))
-            self.layers.append(_AffineAutoregressive(arn))
+            self.layers.append(_AffineAutoregressive(near_identity_(arn)))
         self.to(**self._factory)
 
     def _steps(self) -> list[Transform]:
