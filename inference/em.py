@@ -359,7 +359,8 @@ def fit_em(
     finally:
         if bar is not None:
             bar.close()
-    assert best is not None  # n_init >= 1
+    if best is None:  # unreachable: n_init >= 1 is validated above
+        raise ConfigError(f"expected n_init >= 1, got {n_init!r}")
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     if not best["converged"] and max_iter > 0:
