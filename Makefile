@@ -19,7 +19,7 @@ install: $(STAMP)
 
 ## Fit a VAE on the bundled digits data and print held-out bits/dim.
 demo: $(STAMP)
-	$(VENV)/bin/vi-models fit vae --data digits --out runs/demo-vae --epochs $${EPOCHS:-150}
+	$(VENV)/bin/vi-models fit vae --data digits --out runs/demo-vae --epochs $${EPOCHS:-150} --overwrite
 	$(VENV)/bin/vi-models evaluate runs/demo-vae
 	$(VENV)/bin/vi-models sample runs/demo-vae -n 64 --out runs/demo-vae/samples.png
 
