@@ -21,6 +21,7 @@ Everything is fitted through the package's engine (``inference.fit`` via
     BENCH_QUICK=1 python benchmarks/bench_diffusion.py
     BENCH_ONLY=toys,digits python benchmarks/bench_diffusion.py   # a subset: toys, digits, gap, speed
     BENCH_TOYS=moons,2spirals python benchmarks/bench_diffusion.py  # a subset of the densities
+    BENCH_TEST=20000 python benchmarks/bench_diffusion.py         # fewer fresh test samples (default 100k)
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
 GOALS = {"8gaussians": 0.01, "moons": 0.01, "swissroll": 0.02, "pinwheel": 0.03, "2spirals": 0.04, "checkerboard": 0.10}
 TOYS = [n for n in os.environ.get("BENCH_TOYS", ",".join(GOALS)).split(",") if n]
 N_TRAIN = 10_000
-N_TEST = 2_000 if QUICK else 100_000
-TOY_EPOCHS = 15 if QUICK else 300
-DIGIT_EPOCHS = 10 if QUICK else 600
+N_TEST = int(os.environ.get("BENCH_TEST", 2_000 if QUICK else 100_000))
+TOY_EPOCHS = 15 if QUICK else 400
+DIGIT_EPOCHS = 10 if QUICK else 400
 T = 1000
 
 
@@ -131,7 +132,7 @@ def bench_toys() -> str:
 
 def digits_model(ema: bool = True) -> DDPM:
     return DDPM((64,), T=T, image_shape=(8, 8), data_loc=0.5, data_scale=0.5, ema_decay=0.999 if ema else None,
-                unet_channels=(32, 64))
+                unet_channels=(16, 32))
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256, seed: int = 0) -> float:
@@ -320,7 +321,7 @@ def bench_speed() -> str:
     configs = [
         ("2-D MLP 128x3, batch 256", toy_model(toy, ema=False), toy[:5120], 256),
         ("2-D MLP 256x4, batch 512", DDPM(2, T=T, hidden_dim=256, num_blocks=4), toy[:5120], 512),
-        ("digits U-Net (32, 64), batch 128", digits_model(ema=False), digits, 128),
+        ("digits U-Net (16, 32), batch 128", digits_model(ema=False), digits, 128),
     ]
     for label, model, data, batch in configs:
         epochs = 3 if QUICK else 6

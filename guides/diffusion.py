@@ -86,6 +86,11 @@ class ForwardDiffusion(PyroModule):
         self.schedule = schedule  # shared with the model (same object)
         self._data_shape = None if data_shape is None else torch.Size(data_shape)
 
+    @property
+    def schedule(self) -> NoiseSchedule:
+        """The model's schedule (a submodule; read past PyroModule's per-access bookkeeping)."""
+        return self._modules["schedule"]
+
     def forward(self, x: Tensor, *, objective: ObjectiveSpec = None, **kwargs: Any) -> None:
         """Sample the latent sites of the forward process for the data batch ``x``.
 

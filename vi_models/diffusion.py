@@ -235,6 +235,13 @@ class DDPM(PyroModule):
     # ------------------------------------------------------------------ properties
 
     @property
+    def schedule(self) -> NoiseSchedule:
+        """The fixed tables and standardisation (share them with :class:`guides.ForwardDiffusion`)."""
+        # A class property is found before PyroModule.__getattr__, which would announce the
+        # (absent) parameters of the schedule to Pyro's handlers on every access.
+        return self._modules["schedule"]
+
+    @property
     def data_shape(self) -> torch.Size:
         """Event shape of one observation, e.g. ``(2,)`` or ``(8, 8)``."""
         return self._data_shape
