@@ -20,6 +20,14 @@ so output ``j`` depends on ``x_{o(<j)}`` alone. The masks are Pyro's
 ``log p(x)`` is exact and costs one pass; sampling draws ``x_{o(1)}``, then each next
 coordinate from its conditional given the ones drawn so far: ``D`` passes (T25).
 
+With ``num_orders = M > 1`` the model is the uniform mixture of ``M`` such MADEs, each with
+its own network and variable order (the ensembles over orderings of Germain et al. 2015,
+Sec. 4.2, and Uria et al. 2014), still exact:
+
+.. code-block:: text
+
+    p(x) = (1/M) sum_{m=1}^{M} prod_j p_m(x_{o_m(j)} | x_{o_m(<j)});   sample m ~ U{1..M}, then x ~ p_m
+
 The categorical conditional models the grey levels of dequantised data ``x = (k + u) / L``
 in ``[0, 1)`` exactly like :class:`vi_models.VAE` with ``likelihood="categorical"``: the
 Pyro site observes ``k = floor(L x)``, :meth:`MADE.log_prob` returns the exact
@@ -35,6 +43,8 @@ M. Germain, K. Gregor, I. Murray and H. Larochelle, "MADE: Masked Autoencoder fo
 Distribution Estimation", ICML 2015.
 B. Uria, I. Murray and H. Larochelle, "RNADE: The real-valued neural autoregressive
 density-estimator", NeurIPS 2013.
+B. Uria, I. Murray and H. Larochelle, "A Deep and Tractable Density Estimator", ICML 2014
+(ensembles over orderings).
 G. Papamakarios, T. Pavlakou and I. Murray, "Masked Autoregressive Flow for Density
 Estimation", NeurIPS 2017 (MADE MoG baseline).
 L. Theis, A. van den Oord and M. Bethge, "A note on the evaluation of generative models", ICLR 2016.
@@ -42,6 +52,7 @@ L. Theis, A. van den Oord and M. Bethge, "A note on the evaluation of generative
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
@@ -88,8 +99,11 @@ class MADE(PyroModule):
     num_levels
         Number of grey levels ``L`` (``"categorical"``; 17 for the digits).
     order
-        The variable order ``o``: a permutation of ``range(dim)`` (``order[0]`` is drawn
-        first); default the natural order ``0, 1, ..., D-1``.
+        The variable order ``o`` of the first (or only) network: a permutation of
+        ``range(dim)`` (``order[0]`` is drawn first); default the natural order ``0, ..., D-1``.
+    num_orders
+        ``M``, the number of networks in the ensemble over orderings; networks ``2..M`` use
+        fixed random orders (seeded by their index, so rebuilding gives the same model).
     skip_connections
         Add the direct masked input -> output connections of Germain et al. (Sec. 4.3).
     activation
@@ -107,6 +121,11 @@ class MADE(PyroModule):
     ConfigError
         Unknown ``conditional``; ``dim < 2``; a hidden width below ``dim``; an ``order`` that
         is not a permutation of ``range(dim)``; counts < 1 (levels < 2).
+
+    Notes
+    -----
+    Sampling with a ``generator`` draws the ensemble member with it too, so ``num_orders > 1``
+    stays reproducible; the number of network passes is ``D`` per member that was drawn.
 
     Examples
     --------
@@ -126,6 +145,7 @@ class MADE(PyroModule):
         num_components: int = 5,
         num_levels: int = 17,
         order: Sequence[int] | Tensor | None = None,
+        num_orders: int = 1,
         skip_connections: bool = True,
         activation: ActivationFactory = nn.ReLU,
         device: torch.device | str | None = None,
@@ -142,18 +162,25 @@ class MADE(PyroModule):
                 f"expected every hidden width >= dim={self._dim} (MADE needs a unit per input degree), "
                 f"got hidden_dims={tuple(hidden)}; widen the layers"
             )
-        perm = self._check_order(order)
+        first = self._check_order(order)
+        orders = [first] + [
+            torch.randperm(self._dim, generator=torch.Generator().manual_seed(m))
+            for m in range(1, check_positive_int(num_orders, "num_orders"))
+        ]
         factory = {"device": resolve_device(device), "dtype": dtype or torch.get_default_dtype()}
         self.num_params = {"gaussian_mixture": 3 * self.num_components, "bernoulli": 1}.get(
             self.conditional, self.num_levels
         )
-        self.net = AutoRegressiveNN(
-            self._dim,
-            hidden,
-            param_dims=[self.num_params],
-            permutation=perm,
-            skip_connections=bool(skip_connections),
-            nonlinearity=_make_activation(activation),
+        self.nets = nn.ModuleList(
+            AutoRegressiveNN(
+                self._dim,
+                hidden,
+                param_dims=[self.num_params],
+                permutation=perm,
+                skip_connections=bool(skip_connections),
+                nonlinearity=_make_activation(activation),
+            )
+            for perm in orders
         )
         self.register_buffer("_probe", torch.zeros((), **factory), persistent=False)
         self.to(**factory)
@@ -169,6 +196,46 @@ class MADE(PyroModule):
             )
         return perm.long()
 
+    @classmethod
+    def from_members(cls, members: Sequence[MADE]) -> MADE:
+        """The ensemble over orderings ``p(x) = (1/M) sum_m p_m(x)`` of separately fitted MADEs.
+
+        Fitting ``num_orders > 1`` jointly maximises the mixture's likelihood, which lets the
+        members specialise; on small data, members fitted one by one (each with its own order)
+        and averaged afterwards generalise better (Germain et al. 2015, Sec. 4.2). The result
+        is an ordinary exact :class:`MADE` (``log_prob``, ``sample``, Pyro model).
+
+        Parameters
+        ----------
+        members
+            MADEs of the same ``dim``, ``conditional``, ``num_components``/``num_levels`` and
+            hidden widths; their networks are copied, not shared.
+
+        Returns
+        -------
+        MADE
+            ``num_orders`` = the members' networks in total, in the given order.
+
+        Raises
+        ------
+        ConfigError
+            No members, or members that differ in any of the above.
+        """
+        members = list(members)
+        if not members or not all(isinstance(m, MADE) for m in members):
+            raise ConfigError(f"expected a non-empty sequence of MADE models, got {members!r}")
+        first = members[0]
+        key = lambda m: (m.dim, m.conditional, m.num_params, [tuple(p.shape) for p in m.nets[0].parameters()])
+        for m in members[1:]:
+            if key(m) != key(first):
+                raise ConfigError(
+                    "expected members built alike (dim, conditional, num_components/num_levels, hidden_dims), "
+                    f"got {first.extra_repr()} and {m.extra_repr()}; build them with the same arguments"
+                )
+        ensemble = copy.deepcopy(first)
+        ensemble.nets = nn.ModuleList(copy.deepcopy(net) for m in members for net in m.nets)
+        return ensemble
+
     # ------------------------------------------------------------------ properties
 
     @property
@@ -182,9 +249,14 @@ class MADE(PyroModule):
         return torch.Size([self._dim])
 
     @property
-    def order(self) -> Tensor:
-        """The variable order ``o`` (long, ``(D,)``): ``order[j]`` is the ``j``-th coordinate drawn."""
-        return self.net.permutation
+    def num_orders(self) -> int:
+        """``M``, the number of networks (orderings) in the ensemble."""
+        return len(self.nets)
+
+    @property
+    def orders(self) -> Tensor:
+        """The variable orders (long, ``(M, D)``): ``orders[m, j]`` is the ``j``-th coordinate network ``m`` draws."""
+        return torch.stack([net.permutation for net in self.nets])
 
     @property
     def is_discrete(self) -> bool:
@@ -192,7 +264,7 @@ class MADE(PyroModule):
         return self.conditional != "gaussian_mixture"
 
     def extra_repr(self) -> str:
-        return f"dim={self._dim}, conditional={self.conditional!r}, num_params={self.num_params}"
+        return f"dim={self._dim}, conditional={self.conditional!r}, num_params={self.num_params}, num_orders={self.num_orders}"
 
     # ------------------------------------------------------------------ conditionals
 
@@ -208,28 +280,36 @@ class MADE(PyroModule):
             return 2 * value - 1
         return (2 * value.to(self._probe.dtype) + 1) / self.num_levels - 1  # bin centre, mapped to (-1, 1)
 
-    def conditionals(self, value: Tensor) -> Tensor:
-        """Raw parameters of every conditional ``p(x_j | x_<j)``, one masked pass.
+    def conditionals(self, value: Tensor, component: int = 0) -> Tensor:
+        """Raw parameters of every conditional ``p_m(x_j | x_<j)`` of network ``m``, one masked pass.
 
         Parameters
         ----------
         value
             Site values, shape ``(..., D)``: reals, {0, 1} floats, or levels ``k`` (long) for
             the categorical conditional.
+        component
+            ``m``, which network of the ensemble (``0 <= m < num_orders``).
 
         Returns
         -------
         Tensor
             Shape ``(..., D, num_params)``: per coordinate the mixture logits, means and
             pre-softplus scales (``K`` each, in that order), one logit, or ``L`` logits.
-            Row ``j`` depends on ``value[..., order[:position of j]]`` only.
+            Row ``j`` depends on the coordinates before ``j`` in ``orders[m]`` only.
         """
-        out = self.net(self._features(value))  # (..., num_params, D) or (..., D)
+        out = self.nets[component](self._features(value))  # (..., num_params, D) or (..., D)
         return out.reshape(*value.shape[:-1], self.num_params, self._dim).transpose(-1, -2)
 
     def _site_log_prob(self, value: Tensor) -> Tensor:
         """``log p`` of site values (``(..., D)``, levels for categorical) -> ``(...)``."""
-        params = self.conditionals(value)  # (..., D, P)
+        per_order = torch.stack([self._component_log_prob(value, m) for m in range(self.num_orders)])
+        if self.num_orders == 1:
+            return per_order[0]
+        return torch.logsumexp(per_order, 0) - math.log(self.num_orders)  # uniform mixture over orders
+
+    def _component_log_prob(self, value: Tensor, component: int) -> Tensor:
+        params = self.conditionals(value, component)  # (..., D, P)
         if self.conditional == "gaussian_mixture":
             logits, loc, scale = self._mixture(params)
             log_comp = torch.distributions.Normal(loc, scale).log_prob(value.unsqueeze(-1))  # (..., D, K)
@@ -258,14 +338,22 @@ class MADE(PyroModule):
 
     @torch.no_grad()
     def _sample_sites(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Ancestral sampling in ``order`` (THEORY T25): ``(n, D)`` site values, ``D`` network passes."""
+        """Ancestral sampling (THEORY T25): ``(n, D)`` site values, ``D`` passes per network used."""
         long_sites = self.conditional == "categorical"
         value = torch.zeros(
             n, self._dim, device=self._probe.device, dtype=torch.long if long_sites else self._probe.dtype
         )
-        for j in self.order.tolist():
-            params = self.conditionals(value)[:, j]  # (n, P): depends on the coordinates drawn so far
-            value[:, j] = self._draw_coordinate(params, generator)
+        device = self._probe.device if generator is None else generator.device
+        which = torch.randint(self.num_orders, (n,), generator=generator, device=device).to(value.device)
+        for m, net in enumerate(self.nets):  # m ~ U{1..M}, then x ~ p_m
+            rows = torch.nonzero(which == m).flatten()
+            if rows.numel() == 0:
+                continue
+            part = value[rows]
+            for j in net.permutation.tolist():
+                params = self.conditionals(part, m)[:, j]  # (n_m, P): depends on the coordinates drawn so far
+                part[:, j] = self._draw_coordinate(params, generator)
+            value[rows] = part
         return value
 
     # ------------------------------------------------------------------ public density interface
@@ -394,9 +482,9 @@ class AutoregressiveDistribution(TorchDistribution):
 
     def __init__(self, made: MADE, batch_shape: tuple[int, ...] = (), validate_args: bool | None = None) -> None:
         self.made = made
-        # Reading made.net inside the model's call emits Pyro "param" sites for its weights;
+        # Reading made.nets inside the model's call emits Pyro "param" sites for its weights;
         # Trace_ELBO.loss_and_grads only back-propagates when a trace holds such sites.
-        self.net = made.net
+        self.nets = made.nets
         super().__init__(torch.Size(batch_shape), made.data_shape, validate_args=False)
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)

@@ -59,7 +59,7 @@ from inference.errors import ConfigError
 
 from . import diffusion_bounds, diffusion_sampling
 from .diffusion_nets import TimeMLP, UNet
-from .diffusion_ode import probability_flow_log_prob
+from .diffusion_ode import TraceMethod, probability_flow_log_prob
 from .diffusion_schedules import NoiseSchedule, ScheduleSpec, VarianceName
 from .diffusion_sites import (
     OBSERVED,
@@ -460,37 +460,79 @@ class DDPM(PyroModule):
 
     # ------------------------------------------------------------------ bounds and losses
 
-    def vlb_terms(self, x: Tensor, **kwargs: Any) -> Tensor:
-        """The terms of L_VLB per observation, ``(B, T + 1)``: see :func:`vi_models.diffusion_bounds.vlb_terms`."""
-        return diffusion_bounds.vlb_terms(self, x, **kwargs)
+    def vlb_terms(
+        self,
+        x: Tensor,
+        *,
+        noise: Tensor | None = None,
+        chunk_size: int | None = None,
+        use_ema: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The terms of L_VLB per observation, ``(B, T + 1)``, each L_{t-1} an analytic KL (THEORY T18).
 
-    def vlb(self, x: Tensor, **kwargs: Any) -> Tensor:
-        """L_VLB per observation in nats, ``(B,)``: an upper bound on -log p(x) (THEORY T18).
-
-        Keyword arguments as :func:`vi_models.diffusion_bounds.vlb_terms` (``noise``,
-        ``chunk_size``, ``use_ema``, ``generator``).
+        Column j holds L_j (j < T; L_0 the decoder term) and column T holds L_T. See
+        :func:`vi_models.diffusion_bounds.vlb_terms` for the arguments (``noise`` of shape
+        ``(T, B, *data_shape)``, steps per network call, EMA weights, random generator).
         """
-        return diffusion_bounds.vlb_terms(self, x, **kwargs).sum(-1)
+        return diffusion_bounds.vlb_terms(
+            self, x, noise=noise, chunk_size=chunk_size, use_ema=use_ema, generator=generator
+        )
 
-    def simple_loss(self, x: Tensor, **kwargs: Any) -> Tensor:
-        """||eps - eps_theta(x_t, t)||^2 per observation, ``(B,)`` (Algorithm 1): see
-        :func:`vi_models.diffusion_bounds.simple_loss` (``t``, ``noise``, ``use_ema``, ``generator``)."""
-        return diffusion_bounds.simple_loss(self, x, **kwargs)
+    def vlb(
+        self,
+        x: Tensor,
+        *,
+        noise: Tensor | None = None,
+        chunk_size: int | None = None,
+        use_ema: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """L_VLB per observation in nats, shape ``(B,)``: an upper bound on -log p(x) (THEORY T18).
+
+        Arguments as :meth:`vlb_terms`; ``-model.vlb(x)`` is the ELBO, a lower bound on log p(x).
+        """
+        return self.vlb_terms(x, noise=noise, chunk_size=chunk_size, use_ema=use_ema, generator=generator).sum(-1)
+
+    def simple_loss(
+        self,
+        x: Tensor,
+        *,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+        use_ema: bool | None = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """||eps - eps_theta(x_t, t)||^2 per observation, shape ``(B,)``, differentiable (Algorithm 1).
+
+        ``t`` ``(B,)`` and ``noise`` ``(B, *data_shape)`` default to fresh draws; see
+        :func:`vi_models.diffusion_bounds.simple_loss`.
+        """
+        return diffusion_bounds.simple_loss(self, x, t=t, noise=noise, use_ema=use_ema, generator=generator)
 
     # ------------------------------------------------------------------ likelihood and sampling
 
-    def log_prob(self, x: Tensor, **kwargs: Any) -> Tensor:
-        """Exact log p(x) by the probability-flow ODE (THEORY T21), in the data's units.
+    def log_prob(
+        self,
+        x: Tensor,
+        *,
+        trace: TraceMethod = "auto",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        batch_size: int = 4096,
+        use_ema: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Exact log p(x) by the probability-flow ODE (THEORY T21), in the data's units, shape ``(B,)``.
 
-        Keyword arguments are those of :func:`vi_models.diffusion_ode.probability_flow_log_prob`
-        (``trace="auto" | "exact" | "hutchinson"``, ``rtol``, ``atol``, ``use_ema``, ...).
-
-        Returns
-        -------
-        Tensor
-            Shape ``(B,)``.
+        ``trace``: ``"exact"`` divergence, ``"hutchinson"`` (unbiased, one probe per row), or
+        ``"auto"`` (exact for D <= 16); ``rtol``/``atol`` of the adaptive Dormand-Prince solver.
+        See :func:`vi_models.diffusion_ode.probability_flow_log_prob` (also for the solver's
+        number of network calls).
         """
-        return probability_flow_log_prob(self, x, **kwargs)
+        return probability_flow_log_prob(
+            self, x, trace=trace, rtol=rtol, atol=atol, batch_size=batch_size, use_ema=use_ema, generator=generator
+        )
 
     def sample(
         self,

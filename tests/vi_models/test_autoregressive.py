@@ -35,7 +35,7 @@ def test_conditional_j_depends_only_on_earlier_coordinates(conditional: str) -> 
     made = make_made(conditional, num_components=2, num_levels=4)
     x = torch.randn(4, dtype=torch.float64) if conditional == "gaussian_mixture" else torch.rand(4, dtype=torch.float64)
     # d params / d input through the network's features (the site value is discrete for categorical)
-    jac = torch.autograd.functional.jacobian(lambda u: made.net(u).reshape(-1, 4), x)  # (P, D_out, D_in)
+    jac = torch.autograd.functional.jacobian(lambda u: made.nets[0](u).reshape(-1, 4), x)  # (P, D_out, D_in)
     depends = jac.abs().sum(0) > 0  # (D_out, D_in)
     position = {v: i for i, v in enumerate(ORDER)}
     allowed = torch.tensor([[position[k] < position[j] for k in range(4)] for j in range(4)])
@@ -58,9 +58,10 @@ def test_gaussian_mixture_log_prob_is_the_product_of_scipy_conditionals() -> Non
 
 
 @pytest.mark.theory("T25")
-def test_categorical_sampling_matches_the_conditionals() -> None:
+@pytest.mark.parametrize("num_orders", [1, 3])
+def test_categorical_sampling_matches_the_conditionals(num_orders: int) -> None:
     """Ancestral draws, tallied over all 27 configurations, against exp(log_prob): chi-square."""
-    made = make_made("categorical", dim=3, order=[1, 2, 0], num_levels=3)
+    made = make_made("categorical", dim=3, order=[1, 2, 0], num_levels=3, num_orders=num_orders)
     values = [(k + 0.5) / 3 for k in range(3)]
     configs = torch.tensor(list(itertools.product(values, repeat=3)), dtype=torch.float64)
     probs = made.log_prob(configs).detach().exp()
@@ -90,6 +91,34 @@ def test_gaussian_mixture_sampling_matches_the_density() -> None:
     torch.testing.assert_close(torch.cov(draws.T), cov, rtol=0.05, atol=0.05)
 
 
+def test_ensemble_over_orders_is_the_uniform_mixture_of_its_members() -> None:
+    ensemble = make_made("bernoulli", num_orders=3)
+    assert ensemble.orders.shape == (3, 4) and ensemble.orders[0].tolist() == ORDER
+    x = torch.bernoulli(torch.full((6, 4), 0.5, dtype=torch.float64))
+    members = []
+    for m in range(3):  # each member on its own: a one-network MADE with that order and those weights
+        single = MADE(4, (24, 24), conditional="bernoulli", order=ensemble.orders[m], dtype=torch.float64)
+        single.nets[0].load_state_dict(ensemble.nets[m].state_dict())
+        members.append(single.log_prob(x))
+    expected = torch.logsumexp(torch.stack(members), 0) - np.log(3)
+    torch.testing.assert_close(ensemble.log_prob(x), expected)
+
+
+def test_from_members_averages_separately_fitted_models() -> None:
+    members = [make_made("bernoulli", order=torch.randperm(4, generator=torch.Generator().manual_seed(s)), seed=s)
+               for s in range(3)]
+    ensemble = MADE.from_members(members)
+    assert ensemble.num_orders == 3 and torch.equal(ensemble.orders[1], members[1].orders[0])
+    x = torch.bernoulli(torch.full((6, 4), 0.5, dtype=torch.float64))
+    expected = torch.logsumexp(torch.stack([m.log_prob(x) for m in members]), 0) - np.log(3)
+    torch.testing.assert_close(ensemble.log_prob(x), expected)
+    with torch.no_grad():  # copied, not shared
+        members[0].nets[0].layers[0].weight.add_(1.0)
+    torch.testing.assert_close(ensemble.log_prob(x), expected)
+    with pytest.raises(ConfigError, match="built alike"):
+        MADE.from_members([members[0], MADE(4, (8,), conditional="bernoulli")])
+
+
 def test_categorical_matches_the_vae_levels_and_forward_observes_levels() -> None:
     made = MADE(64, (64,), conditional="categorical", num_levels=17)
     vae = VAE(64, 2, (8,), likelihood="categorical", num_levels=17)
@@ -104,7 +133,7 @@ def test_categorical_matches_the_vae_levels_and_forward_observes_levels() -> Non
 def test_sampling_takes_one_pass_per_coordinate() -> None:
     made = MADE(5, (8,), conditional="bernoulli")
     calls = []
-    handle = made.net.register_forward_hook(lambda *args: calls.append(1))
+    handle = made.nets[0].register_forward_hook(lambda *args: calls.append(1))
     made.sample(3)
     handle.remove()
     assert len(calls) == 5
