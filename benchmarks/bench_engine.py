@@ -29,7 +29,7 @@ from vi_models import VAE
 
 QUICK = bool(os.environ.get("BENCH_QUICK"))
 EPOCHS = 3 if QUICK else 12
-ROUNDS = 2 if QUICK else 5
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 2 if QUICK else 9))
 BATCH = 128
 
 

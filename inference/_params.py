@@ -95,6 +95,12 @@ def nonfinite_sites(model: Callable, guide: Callable, args: tuple) -> list[str]:
 
 
 def nonfinite_params(modules: Sequence[Any], free: dict[str, torch.Tensor]) -> list[str]:
+    # One fused reduction over every tensor first (the common, all-finite case costs one pass
+    # and no boolean copies); names are looked up only when something is off.
+    tensors = [p.detach() for m in modules if isinstance(m, nn.Module) for p in m.parameters()]
+    tensors += [p.detach() for p in free.values()]
+    if not tensors or bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()):
+        return []
     names = []
     for label, module in zip(("model", "guide"), modules):
         if isinstance(module, nn.Module):
