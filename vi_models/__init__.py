@@ -5,12 +5,18 @@ Each model is a :class:`~pyro.nn.PyroModule` called as ``model(batch)``; its gui
 """
 
 from . import _kl  # noqa: F401  registers KL(MultivariateNormal || Independent(Normal)) for TraceMeanField_ELBO
+from .autoregressive import MADE, AutoregressiveDistribution
+from .diffusion import DDPM
+from .diffusion_nets import TimeMLP, UNet
+from .diffusion_schedules import NoiseSchedule
 from .discrete_mixture import BernoulliMixture, CategoricalMixture
+from .flows import MAF, ActNorm, FlowPriorVAE, NormalizingFlow, RealNVP, SplineFlow
 from .gan import GAN, NoDensityError
 from .inverse_cdf import inverse_cdf_model
 from .kde import KERNELS, KernelDensity, log_kernel_normalizer
 from .linear_gaussian import LinearGaussian
 from .mixture import ASSIGNMENT, GaussianMixture, MixturePrior
+from .optimal_denoiser import OptimalDenoiser
 from .vae import DATA_PLATE, LATENT, OBSERVED, VAE
 
 __all__ = [
@@ -30,4 +36,17 @@ __all__ = [
     "CategoricalMixture",
     "MixturePrior",
     "ASSIGNMENT",
+    "DDPM",
+    "NoiseSchedule",
+    "OptimalDenoiser",
+    "TimeMLP",
+    "UNet",
+    "NormalizingFlow",
+    "RealNVP",
+    "SplineFlow",
+    "MAF",
+    "ActNorm",
+    "FlowPriorVAE",
+    "MADE",
+    "AutoregressiveDistribution",
 ]

@@ -137,7 +137,7 @@ def metrics_from_log_likelihood(ll: torch.Tensor, bundle: Any, *, discrete: bool
 
 
 def _load_builtin_families() -> None:
-    from . import gan, gmm, kde, vae  # noqa: F401
+    from . import ddpm, flow, gan, gmm, kde, made, vae  # noqa: F401
 
 
 _load_builtin_families()
