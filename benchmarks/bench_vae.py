@@ -51,6 +51,7 @@ def em_categorical_mixture(k_train: np.ndarray, k_test: np.ndarray, n_components
                            iters: int = 200, alpha: float = 1.0, seed: int = 0) -> float:
     """Mean test log P(k) of an EM mixture of independent categoricals (numpy)."""
     rng = np.random.default_rng(seed)
+    np.seterr(divide="ignore")  # a component that dies has log weight -inf: harmless in logsumexp
     onehot = np.eye(levels)[k_train]  # (N, D, L)
     resp = rng.dirichlet(np.ones(n_components), size=len(k_train))
     for _ in range(iters):

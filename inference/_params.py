@@ -109,3 +109,21 @@ def nonfinite_params(modules: Sequence[Any], free: dict[str, torch.Tensor]) -> l
                     names.append(f"{label}.{pname}")
     names += [n for n, p in free.items() if not bool(torch.isfinite(p).all())]
     return names
+
+
+def end_of_epoch(callbacks: Sequence[Any], epoch: int, logs: dict[str, float], *, stop: bool = False) -> bool:
+    """Call every callback (``cb.on_epoch_end(epoch, logs)`` or ``cb(epoch, logs)``); whether to stop.
+
+    Every callback runs even when an earlier one (or ``stop``) already asks to stop, so
+    loggers see the last epoch too.
+    """
+    for cb in callbacks:
+        hook = getattr(cb, "on_epoch_end", cb)
+        if hook(epoch, logs):
+            stop = True
+    return stop
+
+
+def checkpoint_due(epoch: int, every: int, epochs: int, stop: bool) -> bool:
+    """Whether a checkpoint is written after ``epoch`` (1-based): every ``every`` epochs, at the end, on a stop."""
+    return epoch % every == 0 or epoch == epochs or stop

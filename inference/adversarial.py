@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_positive_int, resolve_device
+from ._params import checkpoint_due, end_of_epoch, nonfinite_params
 from .batches import make_batches, model_dtype
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -369,7 +370,7 @@ def fit_adversarial(
                         bar.set_postfix(epoch=epoch + 1, d_loss=f"{d_total / d_count:.4g}",
                                         g_loss=f"{g_total / g_count:.4g}", refresh=False)
                         last_postfix = now
-            bad = [name for name, p in gan.named_parameters() if not bool(torch.isfinite(p).all())]
+            bad = nonfinite_params([gan], {})
             if bad:
                 raise NonFiniteLossError(
                     f"parameters became non-finite during epoch {epoch + 1}: {bad[:5]}; lower lr_d/lr_g"
@@ -385,12 +386,8 @@ def fit_adversarial(
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, d_loss=f"{logs['d_loss']:.4g}", g_loss=f"{logs['g_loss']:.4g}",
                                 divergence=f"{logs['divergence']:.4g}")
-            stop = False
-            for cb in callbacks:
-                hook = getattr(cb, "on_epoch_end", cb)
-                if hook(epoch + 1, logs):
-                    stop = True
-            if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or stop:
+            stop = end_of_epoch(callbacks, epoch + 1, logs)
+            if checkpoint_due(epoch + 1, checkpoint_every, epochs, stop):
                 write_checkpoint(epoch + 1)
             if stop:
                 stopped_early = True

@@ -36,7 +36,16 @@ from pyro.infer import ELBO
 from pyro.infer.autoguide import AutoGuide
 from torch import nn
 
-from ._params import OptimizerSpec, collect_params, free_params, make_optimizer, nonfinite_params, nonfinite_sites
+from ._params import (
+    OptimizerSpec,
+    checkpoint_due,
+    collect_params,
+    end_of_epoch,
+    free_params,
+    make_optimizer,
+    nonfinite_params,
+    nonfinite_sites,
+)
 from ._traces import plate_depth
 from .batches import make_batches, model_dtype
 from ._checks import check_positive_int, resolve_device
@@ -439,12 +448,8 @@ def fit(
             logs = {k: v[-1] for k, v in history.items() if v and k != "step_loss"}
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.4g}", **({"val": f"{history['val_loss'][-1]:.4g}"} if val_batches else {}))
-            stop = early_stopping is not None and bad_epochs >= early_stopping
-            for cb in callbacks:
-                hook = getattr(cb, "on_epoch_end", cb)
-                if hook(epoch + 1, logs):
-                    stop = True
-            if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or stop:
+            stop = end_of_epoch(callbacks, epoch + 1, logs, stop=early_stopping is not None and bad_epochs >= early_stopping)
+            if checkpoint_due(epoch + 1, checkpoint_every, epochs, stop):
                 write_checkpoint(epoch + 1)
             if stop:
                 stopped_early = True
