@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .errors import ConfigError, DataError
 
@@ -111,3 +112,26 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
             f"device {device!r} was requested but CUDA is not available here; use device='cpu'"
         )
     return dev
+
+
+def sample_tensor(x: Any, name: str, *, min_dim: int = 1, like: Tensor | None = None) -> Tensor:
+    """A finite, non-empty floating tensor; tensors keep their autograd graph (never modified)."""
+    if isinstance(x, Tensor) and x.is_floating_point():
+        if x.dim() < min_dim or x.shape[0] == 0 or x.numel() == 0:
+            raise DataError(
+                f"expected {name} with at least {min_dim} dimension(s) and samples first, "
+                f"got shape {tuple(x.shape)}"
+            )
+        if not bool(torch.isfinite(x).all()):
+            as_data_tensor(x, name=name)  # raises, naming the bad rows
+        out = x
+    else:
+        out = as_data_tensor(x, name=name, min_dim=min_dim, device=None if like is None else like.device)
+    if like is not None:
+        if out.device != like.device:
+            raise DataError(
+                f"expected {name} on {like.device} like the first argument, got {out.device}; "
+                f"move it with .to({str(like.device)!r})"
+            )
+        out = out.to(torch.promote_types(out.dtype, like.dtype))
+    return out

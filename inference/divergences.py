@@ -42,9 +42,8 @@ the ``"js"`` row is halved with its ``f``):
     "hellinger"        t / (1 - t)                t < 1               1 - exp(v)
     "total_variation"  t                          |t| <= 1/2          1/2 tanh(v)
 
-Between two sample sets (T32): the exact 1-D Wasserstein distance ``W_p`` of two empirical
-distributions (for ``p = 1`` the integral of ``|F_x - F_y|``), the sliced Wasserstein distance
-(Bonneel et al. 2015), and the maximum mean discrepancy (Gretton et al. 2012).
+The sample-set distances (Wasserstein, sliced Wasserstein, MMD, THEORY T32) live in
+:mod:`inference.distances` and are re-exported here.
 
 Every log-mean-exp is shifted by its maximum (T33); every function is torch, batched where
 the docstring says so, differentiable, and runs on the device of its inputs. Sample
@@ -69,13 +68,13 @@ import math
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution
 
-from ._checks import as_data_tensor, check_choice, check_positive_int
+from ._checks import check_choice, check_positive_int, sample_tensor
+from .distances import mmd, sliced_wasserstein, wasserstein_1d
 from .errors import ConfigError, DataError
 from .likelihood import logmeanexp
 
@@ -123,29 +122,6 @@ def _check_pair(p: Any, q: Any) -> None:
 def _draw(p: Distribution, num_samples: int) -> Tensor:
     """``(num_samples, *batch, *event)`` draws, reparameterised when ``p`` allows (gradients)."""
     return p.rsample((num_samples,)) if p.has_rsample else p.sample((num_samples,))
-
-
-def _samples(x: Any, name: str, *, min_dim: int = 1, like: Tensor | None = None) -> Tensor:
-    """A finite, non-empty floating tensor; tensors keep their autograd graph (never modified)."""
-    if isinstance(x, Tensor) and x.is_floating_point():
-        if x.dim() < min_dim or x.shape[0] == 0 or x.numel() == 0:
-            raise DataError(
-                f"expected {name} with at least {min_dim} dimension(s) and samples first, "
-                f"got shape {tuple(x.shape)}"
-            )
-        if not bool(torch.isfinite(x).all()):
-            as_data_tensor(x, name=name)  # raises, naming the bad rows
-        out = x
-    else:
-        out = as_data_tensor(x, name=name, min_dim=min_dim, device=None if like is None else like.device)
-    if like is not None:
-        if out.device != like.device:
-            raise DataError(
-                f"expected {name} on {like.device} like the first argument, got {out.device}; "
-                f"move it with .to({str(like.device)!r})"
-            )
-        out = out.to(torch.promote_types(out.dtype, like.dtype))
-    return out
 
 
 # ---------------------------------------------------------------------- KL and JS
@@ -434,8 +410,8 @@ def f_dual_bound(name: FDivergence, t_p: Tensor, t_q: Tensor, *, activation: boo
         Empty or non-finite critic values.
     """
     _check_name(name)
-    t_p = _samples(t_p, "t_p")
-    t_q = _samples(t_q, "t_q", like=t_p)
+    t_p = sample_tensor(t_p, "t_p")
+    t_q = sample_tensor(t_q, "t_q", like=t_p)
     if activation:
         return f_activation(name, t_p).mean(0) - f_conjugate_of_activation(name, t_q).mean(0)
     return t_p.mean(0) - f_conjugate(name, t_q).mean(0)
@@ -465,8 +441,8 @@ def donsker_varadhan_bound(t_p: Tensor, t_q: Tensor) -> Tensor:
     DataError
         Empty or non-finite critic values.
     """
-    t_p = _samples(t_p, "t_p")
-    t_q = _samples(t_q, "t_q", like=t_p)
+    t_p = sample_tensor(t_p, "t_p")
+    t_q = sample_tensor(t_q, "t_q", like=t_p)
     return t_p.mean(0) - logmeanexp(t_q, dim=0)
 
 
@@ -497,8 +473,8 @@ def js_dual_bound(d_p: Tensor, d_q: Tensor, *, logits: bool = False) -> Tensor:
     DataError
         Empty or non-finite inputs, or probabilities outside ``[0, 1]``.
     """
-    d_p = _samples(d_p, "d_p")
-    d_q = _samples(d_q, "d_q", like=d_p)
+    d_p = sample_tensor(d_p, "d_p")
+    d_q = sample_tensor(d_q, "d_q", like=d_p)
     if logits:
         log_d_p, log_1m_d_q = -F.softplus(-d_p), -F.softplus(d_q)
     else:
@@ -510,225 +486,3 @@ def js_dual_bound(d_p: Tensor, d_q: Tensor, *, logits: bool = False) -> Tensor:
                 )
         log_d_p, log_1m_d_q = torch.log(d_p), torch.log1p(-d_q)
     return _LOG2 + 0.5 * (log_d_p.mean(0) + log_1m_d_q.mean(0))
-
-
-# ---------------------------------------------------------------------- Wasserstein
-
-
-def _check_order(p: Any) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not (math.isfinite(p) and p >= 1):
-        raise ConfigError(f"expected the Wasserstein order p to be a number >= 1, got {p!r}")
-    return float(p)
-
-
-def _wasserstein_1d_power(x: Tensor, y: Tensor, p: float) -> Tensor:
-    """``W_p^p`` of two empirical distributions along dim 0: ``(n, *B), (m, *B) -> (*B)``.
-
-    ``W_p^p = int_0^1 |F_x^{-1}(u) - F_y^{-1}(u)|^p du``; both quantile functions are step
-    functions, constant between consecutive levels of ``{i/n} U {j/m}``, so the integral is an
-    exact finite sum over those ``n + m`` intervals.
-    """
-    n, m = x.shape[0], y.shape[0]
-    opts = {"dtype": torch.float64, "device": x.device}  # levels in float64: i/n == j/m exactly
-    levels = torch.sort(torch.cat([torch.arange(1, n + 1, **opts) / n, torch.arange(1, m + 1, **opts) / m])).values
-    levels = torch.cat([torch.zeros(1, **opts), levels])
-    widths = torch.diff(levels)  # (n + m,)
-    mid = 0.5 * (levels[1:] + levels[:-1])
-    ix = torch.floor(mid * n).long().clamp_(max=n - 1)  # F_x^{-1}(u) = x_(k) on (k/n, (k+1)/n]
-    iy = torch.floor(mid * m).long().clamp_(max=m - 1)
-    xs, ys = torch.sort(x, dim=0).values, torch.sort(y, dim=0).values
-    gap = (xs.index_select(0, ix) - ys.index_select(0, iy)).abs()  # (n + m, *B)
-    power = gap if p == 1.0 else gap.pow(p)
-    w = widths.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
-    return (w * power).sum(0)
-
-
-def wasserstein_1d(x: Tensor, y: Tensor, *, p: float = 1.0) -> Tensor:
-    """Exact Wasserstein-p distance between two 1-D empirical distributions (THEORY T32).
-
-    For ``p = 1`` this is ``int |F_x(t) - F_y(t)| dt`` (:func:`scipy.stats.wasserstein_distance`);
-    in general ``(int_0^1 |F_x^{-1}(u) - F_y^{-1}(u)|^p du)^{1/p}``. Sizes may differ.
-
-    Parameters
-    ----------
-    x
-        Samples, shape ``(n,)`` or ``(n, *batch)`` (one distribution per batch entry).
-    y
-        Samples, shape ``(m,)`` or ``(m, *batch)``, same ``batch``.
-    p
-        Order ``>= 1``.
-
-    Returns
-    -------
-    Tensor
-        Shape ``(*batch)``; differentiable in ``x`` and ``y``.
-
-    Raises
-    ------
-    DataError
-        Empty or non-finite samples, batch shapes that differ, tensors on different devices.
-    ConfigError
-        ``p < 1``.
-
-    Examples
-    --------
-    >>> round(float(wasserstein_1d(torch.tensor([0.0, 1.0, 3.0]), torch.tensor([5.0, 6.0]))), 4)
-    4.1667
-    """
-    p = _check_order(p)
-    x = _samples(x, "x")
-    y = _samples(y, "y", like=x)
-    x = x.to(y.dtype)
-    if x.shape[1:] != y.shape[1:]:
-        raise DataError(
-            f"expected x and y with the same batch shape after the sample dimension, got "
-            f"{tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    w_pp = _wasserstein_1d_power(x, y, p)
-    return w_pp if p == 1.0 else w_pp.pow(1.0 / p)
-
-
-def sliced_wasserstein(
-    x: Tensor,
-    y: Tensor,
-    num_projections: int = 100,
-    *,
-    p: Literal[1, 2] = 2,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Sliced Wasserstein distance ``(E_w[W_p^p(w^T x, w^T y)])^{1/p}``, ``w`` uniform on the sphere.
-
-    Monte Carlo over ``num_projections`` random directions (Bonneel et al. 2015), each an exact
-    1-D Wasserstein distance (:func:`wasserstein_1d`). Zero for identical sets.
-
-    Parameters
-    ----------
-    x
-        Samples, shape ``(n, d)``.
-    y
-        Samples, shape ``(m, d)``.
-    num_projections
-        Number of random directions.
-    p
-        Order, 1 or 2.
-    generator
-        Optional :class:`torch.Generator` on ``x``'s device for the directions.
-
-    Returns
-    -------
-    Tensor
-        A 0-dim tensor; differentiable in ``x`` and ``y``.
-
-    Raises
-    ------
-    DataError
-        Empty, non-finite or non-2-D samples, or feature counts that differ.
-    ConfigError
-        ``num_projections < 1`` or ``p`` not 1 or 2.
-    """
-    if p not in (1, 2) or isinstance(p, bool):
-        raise ConfigError(f"expected p to be 1 or 2, got {p!r}")
-    num_projections = check_positive_int(num_projections, "num_projections")
-    x = _samples(x, "x", min_dim=2)
-    y = _samples(y, "y", min_dim=2, like=x)
-    x = x.to(y.dtype)
-    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
-        raise DataError(
-            f"expected x (n, d) and y (m, d) with the same d, got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    w = torch.randn((x.shape[1], num_projections), generator=generator, device=x.device, dtype=x.dtype)
-    w = w / w.norm(dim=0, keepdim=True)  # (d, L), uniform on the sphere
-    w_pp = _wasserstein_1d_power(x @ w, y @ w, float(p))  # (L,)
-    return w_pp.mean().pow(1.0 / p)
-
-
-# ---------------------------------------------------------------------- MMD
-
-
-def _median(values: Tensor) -> Tensor:
-    """Median averaging the two middle values (numpy's convention), for any size."""
-    k = values.numel()
-    lo = torch.kthvalue(values, (k + 1) // 2).values
-    return lo if k % 2 else 0.5 * (lo + torch.kthvalue(values, k // 2 + 1).values)
-
-
-def mmd(
-    x: Tensor,
-    y: Tensor,
-    kernel: Literal["rbf", "laplacian"] = "rbf",
-    bandwidth: float | Literal["median"] = "median",
-    unbiased: bool = True,
-) -> Tensor:
-    """Squared maximum mean discrepancy ``MMD^2(x, y)`` (Gretton et al. 2012).
-
-    .. code-block:: text
-
-        MMD^2_u = 1/(n(n-1)) sum_{i != j} k(x_i, x_j) + 1/(m(m-1)) sum_{i != j} k(y_i, y_j)
-                  - 2/(n m) sum_{i, j} k(x_i, y_j)                                       (eq. 3)
-
-    the unbiased U-statistic (it can be slightly negative when the distributions agree), or with
-    ``unbiased=False`` the biased V-statistic with the diagonals and ``1/n^2``, ``1/m^2`` (eq. 5).
-
-    Parameters
-    ----------
-    x
-        Samples, shape ``(n, d)``, or ``(n,)`` for scalars.
-    y
-        Samples, shape ``(m, d)``, or ``(m,)``.
-    kernel
-        ``"rbf"``: ``k = exp(-||a - b||^2 / (2 sigma^2))``; ``"laplacian"``: ``exp(-||a - b|| / sigma)``.
-    bandwidth
-        ``sigma > 0``, or ``"median"``: the median Euclidean distance between distinct points of
-        the pooled sample (the median heuristic, Gretton et al. 2012, Sec. 8; not differentiated).
-    unbiased
-        U-statistic (eq. 3) or V-statistic (eq. 5).
-
-    Returns
-    -------
-    Tensor
-        A 0-dim tensor; differentiable in ``x`` and ``y``.
-
-    Raises
-    ------
-    DataError
-        Empty or non-finite samples, different feature counts, fewer than 2 points per set for
-        the unbiased statistic, or all points identical with ``bandwidth="median"``.
-    ConfigError
-        Unknown kernel or a bandwidth that is not positive.
-    """
-    check_choice(kernel, "kernel", ("rbf", "laplacian"))
-    x = _samples(x, "x")
-    y = _samples(y, "y", like=x)
-    x = x.to(y.dtype)
-    x2, y2 = (x[:, None] if x.dim() == 1 else x), (y[:, None] if y.dim() == 1 else y)
-    if x2.dim() != 2 or y2.dim() != 2 or x2.shape[1] != y2.shape[1]:
-        raise DataError(
-            f"expected x (n, d) and y (m, d) with the same d, got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    n, m = x2.shape[0], y2.shape[0]
-    if unbiased and min(n, m) < 2:
-        raise DataError(f"expected at least 2 samples in x and in y for the unbiased MMD, got {n} and {m}")
-    z = torch.cat([x2, y2])  # (n + m, d)
-    dist = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist")  # (n + m, n + m)
-    if bandwidth == "median":
-        iu = torch.triu_indices(n + m, n + m, offset=1, device=z.device)
-        sigma = _median(dist.detach()[iu[0], iu[1]])
-        if not bool(sigma > 0):
-            raise DataError(
-                "expected distinct points for bandwidth='median', got a zero median distance; "
-                "pass a float bandwidth"
-            )
-    elif isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float, np.floating)) or not (
-        math.isfinite(bandwidth) and bandwidth > 0
-    ):
-        raise ConfigError(f"expected bandwidth to be a float > 0 or 'median', got {bandwidth!r}")
-    else:
-        sigma = torch.tensor(float(bandwidth), dtype=z.dtype, device=z.device)
-    k = torch.exp(-0.5 * (dist / sigma).square()) if kernel == "rbf" else torch.exp(-dist / sigma)
-    k_xx, k_yy, k_xy = k[:n, :n], k[n:, n:], k[:n, n:]
-    if unbiased:
-        s_xx = (k_xx.sum() - k_xx.diagonal().sum()) / (n * (n - 1))
-        s_yy = (k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
-    else:
-        s_xx, s_yy = k_xx.sum() / n**2, k_yy.sum() / m**2
-    return s_xx + s_yy - 2.0 * k_xy.mean()
