@@ -41,7 +41,8 @@ from torch import Tensor
 from inference._checks import check_positive_int
 from inference.errors import ConfigError, DataError
 
-from .mixture import WEIGHTS, Components, MixtureModel
+from .mixture_base import WEIGHTS, MixtureModel
+from .mixture_components import Components
 from .nets import check_batch
 
 __all__ = ["PROBS", "BernoulliMixture", "CategoricalMixture"]
