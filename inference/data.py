@@ -42,13 +42,8 @@ from sklearn.model_selection import train_test_split
 from ._checks import as_data_tensor, check_choice, check_positive_int, resolve_device
 from .errors import ConfigError, DataError
 from .likelihood import bits_per_dim as _bits_per_dim
-from .toy2d import (
-    TOY_DENSITIES,
-    ToyDensity,
-    _float_dtype,
-    get_toy_density,
-    normalize_toy_name,
-)
+from .toy2d import TOY_DENSITIES, ToyDensity, get_toy_density, normalize_toy_name
+from .toy2d_base import float_dtype
 
 __all__ = ["DataBundle", "load_dataset", "available_datasets", "read_idx"]
 
@@ -248,7 +243,7 @@ def load_dataset(
         )
     for value, label in ((random_state, "random_state"), (seed, "seed"), (dequantize_seed, "dequantize_seed")):
         check_positive_int(value, label, minimum=0)
-    dtype, device = _float_dtype(dtype), resolve_device(device)
+    dtype, device = float_dtype(dtype), resolve_device(device)
     options = {"test_size": test_size, "random_state": random_state, "device": device, "dtype": dtype}
 
     canonical = _canonical_name(name_or_path) if isinstance(name_or_path, str) else None

@@ -29,158 +29,32 @@ torch.Size([5])
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from ._checks import check_positive_int, resolve_device
-from .errors import ConfigError, DataError
+from .errors import ConfigError
+from .toy2d_base import (
+    CHUNK_ELEMENTS,
+    F64,
+    GaussianMixtureDensity,
+    Quadrature,
+    ToyDensity,
+    gauss_legendre,
+    log_ndtr_diff,
+    ndtr_diff,
+    segment_logsumexp,
+)
 
 __all__ = [
     "ToyDensity", "EightGaussians", "Moons", "Circles", "SwissRoll", "TwoSpirals", "Pinwheel",
     "Checkerboard", "TOY_DENSITIES", "get_toy_density", "normalize_toy_name",
 ]
 
-_F64 = torch.float64
-# Rows x quadrature nodes evaluated at once by log_prob (bounds the memory of a call).
-_CHUNK_ELEMENTS = 2**21
 
 
-class ToyDensity(ABC):
-    """A normalised density on R^2 with an exact sampler and an exact ``log_prob``.
-
-    Attributes
-    ----------
-    name : str
-        Canonical name, a key of :data:`TOY_DENSITIES`.
-    bounds : tuple of float
-        ``(xmin, xmax, ymin, ymax)``: a window holding all but a negligible (< 1e-9)
-        part of the mass, for plots and grid integration.
-    """
-
-    name: ClassVar[str]
-    bounds: ClassVar[tuple[float, float, float, float]]
-
-    def sample(
-        self,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> torch.Tensor:
-        """Draw ``n`` points.
-
-        Parameters
-        ----------
-        n : int
-            Number of points, >= 1.
-        generator : torch.Generator, optional
-            Source of randomness; a seeded generator makes the draw reproducible. The noise
-            is drawn on the generator's device (on ``device`` when no generator is given).
-        dtype : torch.dtype, optional
-            Floating dtype of the result; default ``torch.get_default_dtype()``.
-        device : torch.device or str, optional
-            Device of the result; default CPU.
-
-        Returns
-        -------
-        torch.Tensor
-            Shape ``(n, 2)``.
-        """
-        n = check_positive_int(n, "n")
-        dtype = _float_dtype(dtype)
-        target = resolve_device(device)
-        noise_device = generator.device if generator is not None else target
-        return self._sample(n, generator, noise_device).to(device=target, dtype=dtype)
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact log density, computed in float64 (quadrature: < 1e-8 error where log p > -50).
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Points, shape ``(..., 2)``.
-
-        Returns
-        -------
-        torch.Tensor
-            Shape ``(...)``, in ``x``'s floating dtype and on its device (``-inf`` outside
-            the support of the checkerboard).
-
-        Raises
-        ------
-        DataError
-            ``x`` does not end in a dimension of size 2.
-        """
-        x = torch.as_tensor(x)
-        if x.dim() == 0 or x.shape[-1] != 2:
-            raise DataError(
-                f"expected points of shape (..., 2), got shape {tuple(x.shape)}; "
-                "stack the two coordinates in the last dimension"
-            )
-        out_dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-        flat = x.to(_F64).reshape(-1, 2)
-        if flat.shape[0] == 0:
-            return flat.new_empty(x.shape[:-1], dtype=out_dtype)
-        rows = max(1, _CHUNK_ELEMENTS // self._work_per_row())
-        out = torch.cat([self._log_prob(chunk) for chunk in flat.split(rows)])
-        return out.reshape(x.shape[:-1]).to(out_dtype)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({args})"
-
-    def _work_per_row(self) -> int:
-        """Elements one row of ``_log_prob`` touches (sets the chunk size)."""
-        return 1
-
-    @abstractmethod
-    def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-        """``(n, 2)`` float64 points drawn on ``device``."""
-
-    @abstractmethod
-    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Log density of ``x`` (float64, ``(m, 2)``), shape ``(m,)``."""
-
-
-class _Quadrature:
-    """Composite Gauss-Legendre quadrature over a curve parameter: ``panels`` panels of ``order`` nodes."""
-
-    def __init__(self, panels: int, order: int) -> None:
-        self.panels = check_positive_int(panels, "panels")
-        self.order = check_positive_int(order, "order")
-        super().__init__()
-
-
-class _GaussianMixture(ToyDensity):
-    """p(x) = sum_j w_j N(x | c_j, sigma^2 I): a finite mixture or a quadrature rule over a curve."""
-
-    sigma: float
-
-    def __init__(self) -> None:
-        centers, log_weights = self._components()
-        self._centers = torch.as_tensor(centers, dtype=_F64)  # (K, 2)
-        self._log_weights = torch.as_tensor(log_weights, dtype=_F64)  # (K,)
-
-    @abstractmethod
-    def _components(self) -> tuple[np.ndarray, np.ndarray]:
-        """Centers ``(K, 2)`` and log weights ``(K,)`` (summing to one)."""
-
-    def _work_per_row(self) -> int:
-        return len(self._log_weights)
-
-    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        c = self._centers.to(x.device)
-        # |x - c|^2 through one matmul: (m, K) instead of an (m, K, 2) difference.
-        sq = (x * x).sum(-1, keepdim=True) - 2.0 * x @ c.T + (c * c).sum(-1)
-        log_kernel = -0.5 * sq.clamp_min(0.0) / self.sigma**2 - math.log(2 * math.pi * self.sigma**2)
-        return torch.logsumexp(log_kernel + self._log_weights.to(x.device), dim=-1)
-
-
-class EightGaussians(_GaussianMixture):
+class EightGaussians(GaussianMixtureDensity):
     """Eight Gaussians on a circle: x = (4 u_k + 0.5 eps) / 1.414, k ~ U{0..7}, eps ~ N(0, I).
 
     The u_k are (+-1, 0), (0, +-1), (+-1/sqrt 2, +-1/sqrt 2); 1.414 is FFJORD's constant.
@@ -197,11 +71,11 @@ class EightGaussians(_GaussianMixture):
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         k = torch.randint(0, 8, (n,), generator=generator, device=device)
-        eps = torch.randn(n, 2, generator=generator, dtype=_F64, device=device)
+        eps = torch.randn(n, 2, generator=generator, dtype=F64, device=device)
         return self._centers.to(device)[k] + self.sigma * eps
 
 
-class Moons(_Quadrature, _GaussianMixture):
+class Moons(Quadrature, GaussianMixtureDensity):
     """Two interleaving half circles (``make_moons(noise=0.1) * 2 + (-1, -0.2)``).
 
     t ~ U(0, pi); with probability 1/2 each, p = (cos t, sin t) or (1 - cos t, 1/2 - sin t);
@@ -224,7 +98,7 @@ class Moons(_Quadrature, _GaussianMixture):
         super().__init__(panels, order)
 
     def _components(self) -> tuple[np.ndarray, np.ndarray]:
-        t, w = _gauss_legendre(np.linspace(0.0, math.pi, self.panels + 1), self.order)
+        t, w = gauss_legendre(np.linspace(0.0, math.pi, self.panels + 1), self.order)
         outer = np.stack([np.cos(t), np.sin(t)], -1)
         inner = np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], -1)
         centers = 2.0 * np.concatenate([outer, inner]) + self._shift
@@ -233,13 +107,13 @@ class Moons(_Quadrature, _GaussianMixture):
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         inner = torch.randint(0, 2, (n, 1), generator=generator, device=device).bool()
-        t = math.pi * torch.rand(n, generator=generator, dtype=_F64, device=device)
+        t = math.pi * torch.rand(n, generator=generator, dtype=F64, device=device)
         p = torch.where(inner, torch.stack([1.0 - t.cos(), 0.5 - t.sin()], -1), torch.stack([t.cos(), t.sin()], -1))
-        p = p + 0.1 * torch.randn(n, 2, generator=generator, dtype=_F64, device=device)
-        return 2.0 * p + torch.as_tensor(self._shift, dtype=_F64, device=device)
+        p = p + 0.1 * torch.randn(n, 2, generator=generator, dtype=F64, device=device)
+        return 2.0 * p + torch.as_tensor(self._shift, dtype=F64, device=device)
 
 
-class SwissRoll(_Quadrature, _GaussianMixture):
+class SwissRoll(Quadrature, GaussianMixtureDensity):
     """``make_swiss_roll(noise=1)[:, [0, 2]] / 5``: t = 1.5 pi (1 + 2u), u ~ U(0, 1),
     x = t (cos t, sin t) / 5 + 0.2 eps.
 
@@ -263,13 +137,13 @@ class SwissRoll(_Quadrature, _GaussianMixture):
     def _components(self) -> tuple[np.ndarray, np.ndarray]:
         t_lo, t_hi = 1.5 * math.pi, 4.5 * math.pi
         t_breaks = np.sqrt(np.linspace(t_lo**2, t_hi**2, self.panels + 1))
-        u, w = _gauss_legendre((t_breaks / (1.5 * math.pi) - 1.0) / 2.0, self.order)
+        u, w = gauss_legendre((t_breaks / (1.5 * math.pi) - 1.0) / 2.0, self.order)
         t = 1.5 * math.pi * (1.0 + 2.0 * u)
         return t[:, None] * np.stack([np.cos(t), np.sin(t)], -1) / 5.0, np.log(w)
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-        t = 1.5 * math.pi * (1.0 + 2.0 * torch.rand(n, generator=generator, dtype=_F64, device=device))
-        eps = torch.randn(n, 2, generator=generator, dtype=_F64, device=device)
+        t = 1.5 * math.pi * (1.0 + 2.0 * torch.rand(n, generator=generator, dtype=F64, device=device))
+        eps = torch.randn(n, 2, generator=generator, dtype=F64, device=device)
         return t[:, None] * torch.stack([t.cos(), t.sin()], -1) / 5.0 + self.sigma * eps
 
 
@@ -289,21 +163,21 @@ class Circles(ToyDensity):
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         inner = torch.randint(0, 2, (n,), generator=generator, device=device).bool()
-        radius = torch.where(inner, self.radii[1], self.radii[0]).to(_F64)
-        theta = 2.0 * math.pi * torch.rand(n, generator=generator, dtype=_F64, device=device)
-        eps = torch.randn(n, 2, generator=generator, dtype=_F64, device=device)
+        radius = torch.where(inner, self.radii[1], self.radii[0]).to(F64)
+        theta = 2.0 * math.pi * torch.rand(n, generator=generator, dtype=F64, device=device)
+        eps = torch.randn(n, 2, generator=generator, dtype=F64, device=device)
         return radius[:, None] * torch.stack([theta.cos(), theta.sin()], -1) + self.sigma * eps
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         rho = x.norm(dim=-1, keepdim=True)  # (m, 1)
-        radius = torch.tensor(self.radii, dtype=_F64, device=x.device)  # (2,)
+        radius = torch.tensor(self.radii, dtype=F64, device=x.device)  # (2,)
         s2 = self.sigma**2
         # -(rho^2 + R^2) / (2 s^2) + log I_0(rho R / s^2) = -(rho - R)^2 / (2 s^2) + log i0e(rho R / s^2)
         log_ring = -((rho - radius) ** 2) / (2 * s2) + torch.special.i0e(rho * radius / s2).log()
         return -math.log(2 * math.pi * s2) + torch.logsumexp(log_ring, dim=-1) - math.log(2.0)
 
 
-class TwoSpirals(_Quadrature, ToyDensity):
+class TwoSpirals(Quadrature, ToyDensity):
     """Two spirals: n = 3 pi sqrt(u), d = (-n cos n + U1 / 2, n sin n + U2 / 2), u, U1, U2 ~ U(0, 1);
     x = +-d / 3 + 0.1 eps with the sign drawn with probability 1/2.
 
@@ -327,7 +201,7 @@ class TwoSpirals(_Quadrature, ToyDensity):
 
     def __init__(self, panels: int = 100, order: int = 12) -> None:
         super().__init__(panels, order)
-        v, w = _gauss_legendre(np.sqrt(np.linspace(0.0, 1.0, self.panels + 1)), self.order)
+        v, w = gauss_legendre(np.sqrt(np.linspace(0.0, 1.0, self.panels + 1)), self.order)
         n = 3.0 * math.pi * v
         corners = np.stack([-n * np.cos(n), n * np.sin(n)], -1) / 3.0
         # Both arms as one node set: +d / 3 fills [c, c + w]^2, -d / 3 fills [-c - w, -c]^2.
@@ -343,11 +217,11 @@ class TwoSpirals(_Quadrature, ToyDensity):
         return 8 * self.order + 4 * self.panels
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-        u = torch.rand(3, n, generator=generator, dtype=_F64, device=device)
+        u = torch.rand(3, n, generator=generator, dtype=F64, device=device)
         angle = u[0].sqrt() * 540 * (2 * math.pi) / 360
         d = torch.stack([-angle.cos() * angle + 0.5 * u[1], angle.sin() * angle + 0.5 * u[2]], -1)
-        sign = 1.0 - 2.0 * torch.randint(0, 2, (n, 1), generator=generator, device=device).to(_F64)
-        return sign * d / 3.0 + self.sigma * torch.randn(n, 2, generator=generator, dtype=_F64, device=device)
+        sign = 1.0 - 2.0 * torch.randint(0, 2, (n, 1), generator=generator, device=device).to(F64)
+        return sign * d / 3.0 + self.sigma * torch.randn(n, 2, generator=generator, dtype=F64, device=device)
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         corners, log_w = self._corners.to(x.device), self._log_weights.to(x.device)
@@ -362,14 +236,14 @@ class TwoSpirals(_Quadrature, ToyDensity):
         row = row.repeat_interleave(self.order)
         z = (x[row] - corners[node]) / self.sigma  # (P, 2)
         z_far = z - self.width / self.sigma
-        terms = _ndtr_diff(z, z_far).prod(-1) * log_w[node].exp()
+        terms = ndtr_diff(z, z_far).prod(-1) * log_w[node].exp()
         out = x.new_zeros(len(x)).index_add(0, row, terms).clamp_min(1e-300).log()
         far = out < -600.0  # underflow far from both arms: redo those rows in log space
         if bool(far.any()):
             pick = far[row]
-            log_terms = _log_ndtr_diff(z[pick], z_far[pick]).sum(-1) + log_w[node[pick]]
+            log_terms = log_ndtr_diff(z[pick], z_far[pick]).sum(-1) + log_w[node[pick]]
             compact = torch.cumsum(far, 0) - 1
-            out = out.masked_scatter(far, _segment_logsumexp(log_terms, compact[row[pick]], int(far.sum())))
+            out = out.masked_scatter(far, segment_logsumexp(log_terms, compact[row[pick]], int(far.sum())))
         return out - 2.0 * math.log(self.width)
 
 
@@ -436,9 +310,9 @@ class Pinwheel(ToyDensity):
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         labels = torch.randint(0, self.num_classes, (n,), generator=generator, device=device)
-        eps = torch.randn(n, 2, generator=generator, dtype=_F64, device=device)
-        f = eps * torch.tensor([self.radial_std, self.tangential_std], dtype=_F64, device=device)
-        return self.transform(f + torch.tensor([1.0, 0.0], dtype=_F64, device=device), labels)
+        eps = torch.randn(n, 2, generator=generator, dtype=F64, device=device)
+        f = eps * torch.tensor([self.radial_std, self.tangential_std], dtype=F64, device=device)
+        return self.transform(f + torch.tensor([1.0, 0.0], dtype=F64, device=device), labels)
 
     def _psi_grid(self, r_max: float) -> np.ndarray:
         """Grid on [-pi, pi] on which h moves by <= 0.2 per step, for every radius r <= r_max.
@@ -462,9 +336,9 @@ class Pinwheel(ToyDensity):
         order = torch.argsort(r)
         parts, start = [], 0
         while start < len(x):
-            rows = _CHUNK_ELEMENTS // (self.num_classes * 65)
+            rows = CHUNK_ELEMENTS // (self.num_classes * 65)
             psi = self._psi_grid(float(r[order[min(start + rows, len(x)) - 1]]))
-            stop = min(len(x), start + max(1, min(rows, _CHUNK_ELEMENTS // (self.num_classes * len(psi)))))
+            stop = min(len(x), start + max(1, min(rows, CHUNK_ELEMENTS // (self.num_classes * len(psi)))))
             parts.append(self._log_prob_sorted(x[order[start:stop]], torch.as_tensor(psi, device=x.device)))
             start = stop
         return torch.cat(parts)[torch.argsort(order)]
@@ -472,7 +346,7 @@ class Pinwheel(ToyDensity):
     def _log_prob_sorted(self, x: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
         y = x / 2.0
         r, phi = y.norm(dim=-1), torch.atan2(y[:, 1], y[:, 0])  # (m,)
-        rads = 2 * math.pi * torch.arange(self.num_classes, dtype=_F64, device=x.device) / self.num_classes
+        rads = 2 * math.pi * torch.arange(self.num_classes, dtype=F64, device=x.device) / self.num_classes
         offset = rads + phi[:, None]  # (m, C)
         with torch.no_grad():
             rd, od = r.detach(), offset.detach()
@@ -493,11 +367,11 @@ class Pinwheel(ToyDensity):
         slope = 1.0 + self.rate * r_row.detach() * root.sin() * (r_row.detach() * root.cos()).exp()
         psi_root = root - (self._h(root, r_row, offset[row, cls]) - target) / slope
         f = r_row[:, None] * torch.stack([psi_root.cos(), psi_root.sin()], -1)
-        std = torch.tensor([self.radial_std, self.tangential_std], dtype=_F64, device=x.device)
-        z = (f - torch.tensor([1.0, 0.0], dtype=_F64, device=x.device)) / std
+        std = torch.tensor([self.radial_std, self.tangential_std], dtype=F64, device=x.device)
+        z = (f - torch.tensor([1.0, 0.0], dtype=F64, device=x.device)) / std
         log_normal = (-0.5 * z**2 - std.log()).sum(-1) - math.log(2 * math.pi)
         log_term = log_normal - self.log_abs_det_jacobian(f) - math.log(self.num_classes)
-        return _segment_logsumexp(log_term, row, len(x))
+        return segment_logsumexp(log_term, row, len(x))
 
 
 class Checkerboard(ToyDensity):
@@ -511,9 +385,9 @@ class Checkerboard(ToyDensity):
     bounds = (-4.0, 4.0, -4.0, 4.0)
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-        x1 = 4.0 * torch.rand(n, generator=generator, dtype=_F64, device=device) - 2.0
-        b = torch.randint(0, 2, (n,), generator=generator, device=device).to(_F64)
-        x2 = torch.rand(n, generator=generator, dtype=_F64, device=device) - 2.0 * b
+        x1 = 4.0 * torch.rand(n, generator=generator, dtype=F64, device=device) - 2.0
+        b = torch.randint(0, 2, (n,), generator=generator, device=device).to(F64)
+        x2 = torch.rand(n, generator=generator, dtype=F64, device=device) - 2.0 * b
         x2 = x2 + torch.remainder(torch.floor(x1), 2.0)
         return 2.0 * torch.stack([x1, x2], -1)
 
@@ -564,41 +438,3 @@ def get_toy_density(name: str, **kwargs: Any) -> ToyDensity:
             "aliases such as '8-gaussians' or 'swiss-roll' also work"
         )
     return TOY_DENSITIES[canonical](**kwargs)
-
-
-def _float_dtype(dtype: torch.dtype | None) -> torch.dtype:
-    dtype = dtype or torch.get_default_dtype()
-    if not dtype.is_floating_point:
-        raise ConfigError(f"expected a floating dtype such as torch.float64, got {dtype}")
-    return dtype
-
-
-def _gauss_legendre(breaks: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Composite Gauss-Legendre rule on the panels [breaks[k], breaks[k+1]]; nodes and weights ``(P*order,)``."""
-    z, w = np.polynomial.legendre.leggauss(order)
-    lo, hi = breaks[:-1, None], breaks[1:, None]
-    return (0.5 * (hi - lo) * z + 0.5 * (hi + lo)).ravel(), (0.5 * (hi - lo) * w).ravel()
-
-
-def _ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Phi(a) - Phi(b) for a > b, with relative accuracy in the tails (until it underflows)."""
-    erfc_a, erfc_b = torch.special.erfc(a.abs() / math.sqrt(2)), torch.special.erfc(b.abs() / math.sqrt(2))
-    both_above, both_below = b > 0, a < 0  # tails: Phi(-|z|) = erfc(|z| / sqrt 2) / 2
-    straddle = 1.0 - 0.5 * (erfc_a + erfc_b)
-    return torch.where(both_above, 0.5 * (erfc_b - erfc_a), torch.where(both_below, 0.5 * (erfc_a - erfc_b), straddle))
-
-
-def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """log(Phi(a) - Phi(b)) for a > b, accurate in both tails."""
-    upper = b > 0  # both in the upper tail: use Phi(a) - Phi(b) = Phi(-b) - Phi(-a)
-    hi, lo = torch.where(upper, -b, a), torch.where(upper, -a, b)
-    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
-    d = log_lo - log_hi  # < 0
-    return log_hi + torch.where(d > -math.log(2.0), torch.log(-torch.expm1(d)), torch.log1p(-torch.exp(d)))
-
-
-def _segment_logsumexp(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
-    """logsumexp of ``values`` grouped by ``segment`` ids; ``(num_segments,)``."""
-    peak = values.new_full((num_segments,), -math.inf).scatter_reduce(0, segment, values.detach(), "amax")
-    total = values.new_zeros(num_segments).index_add(0, segment, (values - peak[segment]).exp())
-    return total.log() + peak
