@@ -216,6 +216,8 @@ def fit(
         restore_best: with early stopping, put back the parameters of the best epoch at the end.
         callbacks: callables ``cb(epoch, logs) -> bool | None`` (or objects with an
             ``on_epoch_end(epoch, logs)`` method) run after every epoch; ``True`` stops training.
+            A callback with a ``set_model(model, guide)`` method receives the pair before
+            training (e.g. :class:`inference.ElboTerms`).
         checkpoint_dir: directory for ``checkpoint.pt`` (written atomically every
             ``checkpoint_every`` epochs and at the end).
         resume: continue from the checkpoint in ``checkpoint_dir`` if one exists.
@@ -371,6 +373,10 @@ def fit(
 
     stopped_early = False
     callbacks = tuple(callbacks)
+    for cb in callbacks:
+        attach = getattr(cb, "set_model", None)
+        if callable(attach):
+            attach(model, guide)
     last_postfix = 0.0
     try:
         for epoch in range(start_epoch, epochs):

@@ -17,7 +17,11 @@ from pyro.infer.autoguide import AutoNormal
 
 from ..em import fit_em
 from ..fit import fit
+from ..plots import plot_mixture_ellipses
 from . import Family, register, save_fitted
+
+#: Data points drawn under the component ellipses.
+ELLIPSE_OBSERVATIONS = 2000
 
 
 class GMMFamily(Family):
@@ -90,6 +94,15 @@ class GMMFamily(Family):
 
     def sample(self, model: Any, guide: Any, n: int, config: dict[str, Any], **options: Any) -> torch.Tensor:
         return model.sample(n).to(torch.get_default_dtype())
+
+    def figures(self, model: Any, guide: Any, bundle: Any, config: dict[str, Any]) -> dict[str, Any]:
+        if model.n_features != 2:
+            return {}  # ellipses need 2-D data
+        x = bundle.train.reshape(bundle.train.shape[0], -1)[:ELLIPSE_OBSERVATIONS]
+        with torch.no_grad():
+            figure = plot_mixture_ellipses(x, model.means, model.covariances, model.weights,
+                                           covariance_type=model.covariance)
+        return {"mixture_ellipses.png": figure}
 
 
 register(GMMFamily())

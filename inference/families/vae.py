@@ -7,12 +7,19 @@ from typing import Any
 
 import torch
 
+from ..elbo_terms import ElboTerms
 from ..fit import fit
 from ..likelihood import log_likelihood
-from ..plots import plot_reconstructions
+from ..plots import plot_elbo_terms, plot_latent_scatter, plot_reconstructions
 from . import Family, register
 
 LIKELIHOOD_FOR_KIND = {"dequantized": "categorical", "binary": "bernoulli", "continuous": "gaussian"}
+#: Observations on which the ELBO terms are recorded every epoch (validation rows when given).
+ELBO_TERMS_OBSERVATIONS = 512
+#: Prefix of the ELBO-term curves in history.json ("elbo_terms.kl:z", "elbo_terms.epoch", ...).
+ELBO_TERMS_KEY = "elbo_terms."
+#: Codes drawn in the latent scatter.
+LATENT_SCATTER_OBSERVATIONS = 1000
 
 
 class VAEFamily(Family):
@@ -88,6 +95,12 @@ class VAEFamily(Family):
         if bundle.kind == "dequantized" and config["likelihood"] != "categorical":
             transform = _fresh_dequantisation(bundle.num_levels)
         warmup = int(config.get("kl_warmup", 0))
+        options = dict(fit_options)
+        # reconstruction and KL per epoch (at beta = 1) on held-out rows if there are any
+        probe = options.get("validation_data")
+        probe = (bundle.train if probe is None else probe)[:ELBO_TERMS_OBSERVATIONS]
+        recorder = ElboTerms(probe, model=model, guide=guide)
+        options["callbacks"] = [*options.get("callbacks", ()), recorder]
         result = fit(
             model,
             guide,
@@ -97,9 +110,14 @@ class VAEFamily(Family):
             beta=linear_annealing(warmup) if warmup > 0 else 1.0,
             checkpoint_dir=run.path,
             batch_transform=transform,
-            **fit_options,
+            **options,
         )
-        return result.history
+        history = dict(result.history)
+        terms = _elbo_term_curves(run, recorder, resumed=bool(options.get("resume")))
+        if terms:
+            history.update({ELBO_TERMS_KEY + k: v for k, v in terms.items()})
+            run.save_figure("elbo_terms.png", plot_elbo_terms(terms))
+        return history
 
     def log_likelihood(self, model: Any, guide: Any, data: torch.Tensor, config: dict[str, Any],
                        *, num_samples: int) -> torch.Tensor:
@@ -114,11 +132,35 @@ class VAEFamily(Family):
         return model.sample(n, mean=bool(options.get("mean", False)))
 
     def figures(self, model: Any, guide: Any, bundle: Any, config: dict[str, Any]) -> dict[str, Any]:
-        if bundle.image_shape is None or bundle.test is None:
-            return {}
-        x = bundle.test[:40]
-        x_hat = model.reconstruct(x, guide, mean=True)
-        return {"reconstructions.png": plot_reconstructions(x, x_hat, bundle.image_shape)}
+        figures: dict[str, Any] = {}
+        held_out = bundle.test is not None
+        x = bundle.test if held_out else bundle.train
+        labels = bundle.test_targets if held_out else bundle.train_targets
+        if model.z_dim >= 2:
+            rows = x[:LATENT_SCATTER_OBSERVATIONS]
+            with torch.no_grad():
+                codes = guide.encode(rows)[0]  # the encoder means mu_phi(x): (n, z_dim)
+            figures["latent_scatter.png"] = plot_latent_scatter(
+                codes, labels[: rows.shape[0]] if labels is not None else None
+            )
+        if bundle.image_shape is not None and held_out:
+            x = bundle.test[:40]
+            x_hat = model.reconstruct(x, guide, mean=True)
+            figures["reconstructions.png"] = plot_reconstructions(x, x_hat, bundle.image_shape)
+        return figures
+
+
+def _elbo_term_curves(run: Any, recorder: ElboTerms, *, resumed: bool) -> dict[str, list[float]]:
+    """``{"epoch": [...], "kl:z": [...], ...}``: this fit's records after those of the run it resumed."""
+    curves: dict[str, list[float]] = {"epoch": list(recorder.epochs), **recorder.history}
+    if resumed and (run.path / "history.json").exists():
+        earlier = {k[len(ELBO_TERMS_KEY):]: v for k, v in run.read_json("history.json").items()
+                   if k.startswith(ELBO_TERMS_KEY)}
+        first = recorder.epochs[0] if recorder.epochs else float("inf")
+        keep = [i for i, e in enumerate(earlier.get("epoch", [])) if e < first]
+        if keep and set(earlier) == set(curves):
+            curves = {k: [earlier[k][i] for i in keep] + v for k, v in curves.items()}
+    return curves if curves["epoch"] else {}
 
 
 def _fresh_dequantisation(num_levels: int):
