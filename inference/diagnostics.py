@@ -16,14 +16,29 @@ Two kinds of model are handled, told apart by where the guide's latent sites sit
 which is what VI-corrected PSIS-LOO (Magnusson et al. 2019, :func:`inference.psis.vi_loo`)
 and the k-hat diagnostic (Yao et al. 2018) need.
 
-**Local latents only** (VAE, linear-Gaussian model with an amortised encoder, or a
-maximum-likelihood mixture with ``guide=None``): there is no posterior over globals; the
+**Local latents only** (VAE, linear-Gaussian model with an amortised encoder): there is no
+posterior over globals; the
 ``log_likelihood`` group holds one per-observation estimate per chain (``draw`` of length 1)
 from K = ``num_samples`` importance samples ``z_ik ~ q(z | x_i)``: the IWAE bound
 ``log (1/K) sum_k w_ik`` (Burda et al. 2016, eq. 8) or the ELBO ``(1/K) sum_k log w_ik``;
 ``"exact"`` for a guide-free model whose latents are all enumerated. The estimator is recorded
 in ``log_likelihood.attrs["estimator"]``, and ``sample_stats`` keeps ``log_p``, ``log_q`` and
 ``log_weight`` per particle: ``(chain, 1, particle, data)``.
+
+**Other families** (:func:`model_family`), also with ``draw`` of length 1:
+
+.. code-block:: text
+
+    exact density, guide=None   log_likelihood[c, 0, i] = log p(x_i)             model.log_prob (flows, KDE,
+                                                                                  MADE, fit_em mixtures)
+    DDPM                        log_likelihood[c, 0, i] = -L_VLB(x_i) <= log p(x_i)    (Ho et al. 2020, eq. 5)
+                                sample_stats.vlb_terms[c, 0, i, j] = L_j(x_i)
+                                or the probability-flow ODE log p(x_i) (estimator "ode")
+    GAN                         no density: posterior_predictive and observed_data only
+
+A mixture fitted by EM has its parameters as a point-estimate ``posterior`` (one draw); a
+Bayesian mixture fitted with ``AutoDelta`` (MAP) goes through the global-latent path, where
+``log q = 0``.
 
 Chains are independent: ``chains=C`` repeats the sampling C times, and a sequence of fits
 (independent restarts) makes one chain per fit, so that r-hat across chains checks that the
@@ -51,19 +66,24 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ._checks import check_choice, check_positive_int
+from ._checks import check_positive_int
 from ._traces import plate_depth
 from .arviz_io import Group, to_arviz
 from .batches import as_tensors, model_dtype
 from .errors import ConfigError
 from .likelihood import PARTICLES, _enumerate_unguided, log_importance_weights
 
-__all__ = ["to_inference_data", "inference_data_groups", "GlobalDraws", "sample_global_draws"]
-
-Estimator = Literal["iwae", "elbo"]
+__all__ = ["GlobalDraws", "inference_data_groups", "model_family", "sample_global_draws", "to_inference_data"]
 
 
 # --------------------------------------------------------------------------- inputs
+
+
+def _unwrap(fit: Any, guide: Any = None) -> tuple[Any, Any]:
+    """A ``FitResult`` / ``EMResult`` (anything with ``.model`` that is not itself a module) -> (model, guide)."""
+    if fit is not None and not isinstance(fit, torch.nn.Module) and hasattr(fit, "model"):
+        return fit.model, guide if guide is not None else getattr(fit, "guide", None)
+    return fit, guide
 
 
 def _fits(model: Any, guide: Any, chains: int | Sequence[Any]) -> list[tuple[Callable, Callable | None]]:
@@ -72,26 +92,37 @@ def _fits(model: Any, guide: Any, chains: int | Sequence[Any]) -> list[tuple[Cal
         n = check_positive_int(chains, "chains")
         if model is None:
             raise ConfigError("expected a model, got None; pass the fitted model, or fits as chains=[...]")
-        return [(model, guide)] * n
+        return [_unwrap(model, guide)] * n
     if not isinstance(chains, Sequence) or isinstance(chains, str) or len(chains) == 0:
         raise ConfigError(f"expected chains to be an int >= 1 or a non-empty sequence of fits, got {chains!r}")
     fits = []
     for fit in chains:
-        if hasattr(fit, "model"):  # FitResult / EMResult
-            fits.append((fit.model, getattr(fit, "guide", None)))
-        elif isinstance(fit, tuple) and len(fit) == 2:
+        if isinstance(fit, tuple) and len(fit) == 2:
             fits.append(fit)
+        elif hasattr(fit, "model") and not isinstance(fit, torch.nn.Module):  # FitResult / EMResult
+            fits.append(_unwrap(fit))
         else:
             raise ConfigError(
                 f"expected each fit in chains to be a FitResult, an EMResult or a (model, guide) pair, got {fit!r}"
             )
+    kinds = {type(m) for m, _ in fits}
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"expected every chain to be a fit of the same model class, got {sorted(k.__name__ for k in kinds)}; "
+            "convert each model separately and compare them with inference.compare"
+        )
     return fits
 
 
 def _data_tensors(model: Callable, guide: Callable | None, data: Any) -> tuple[torch.Tensor, ...]:
-    params = [p for m in (model, guide) if isinstance(m, torch.nn.Module) for p in m.parameters()]
-    device = params[0].device if params else torch.device("cpu")
-    tensors = as_tensors(data, name="data", device=device, dtype=model_dtype(model, guide))
+    """The data as tensors on the model's device, in its floating dtype (parameters, else buffers)."""
+    modules = [m for m in (model, guide) if isinstance(m, torch.nn.Module)]
+    tensors_of = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    device = tensors_of[0].device if tensors_of else torch.device("cpu")
+    dtype = model_dtype(model, guide)
+    if not any(True for m in modules for _ in m.parameters()):
+        dtype = next((t.dtype for t in tensors_of if t.is_floating_point()), dtype)
+    tensors = as_tensors(data, name="data", device=device, dtype=dtype)
     if tensors is None:
         raise ConfigError("expected in-memory data (a tensor, array or tuple of them), got a lazy dataset")
     return tensors
@@ -203,9 +234,14 @@ def sample_global_draws(
 ) -> GlobalDraws:
     """Draw ``theta_s ~ q`` and evaluate ``log p(x_i | theta_s)``, ``log p(theta_s)``, ``log q(theta_s)``.
 
-    One guide trace per draw (``num_samples`` of them, in order: seeding Pyro before the call
-    reproduces the draws); the model is conditioned on ``theta_s`` and its unguided discrete
-    latents enumerated, so mixtures get their exact marginal ``log sum_z p(x_i, z | theta)``.
+    The model is conditioned on ``theta_s`` and its unguided discrete latents enumerated, so
+    mixtures get their exact marginal ``log sum_z p(x_i, z | theta)``. When the model has no
+    such latents, all S draws go through the guide and the model at once, in a plate of size S
+    left of the model's plates (as Pyro's vectorised particles), after a check that the
+    vectorised values of the first and last draws equal a plain evaluation; a model that does
+    not broadcast over that plate (write ``(X * beta).sum(-1)``, not ``X @ beta``) falls back
+    to one guide trace per draw. Seeding Pyro before the
+    call reproduces the draws either way.
 
     Args:
         model, guide: a Pyro pair whose guide samples global latents only.
@@ -219,6 +255,103 @@ def sample_global_draws(
     """
     depth = plate_depth(model, guide, args)
     s_count = check_positive_int(num_samples, "num_samples")
+    draws = _vectorised_draws(model, guide, args, s_count, plate_name, posterior_predictive, depth)
+    if draws is None:
+        draws = _looped_draws(model, guide, args, s_count, plate_name, posterior_predictive, depth)
+    return draws
+
+
+DRAWS_PLATE = "_posterior_draws"
+
+
+def _per_draw(lp: torch.Tensor, s_count: int, depth: int) -> torch.Tensor:
+    """A site's log-density summed over everything but the draws' plate: ``(S, ...)`` -> ``(S,)``."""
+    if lp.numel() == 1:  # constant over draws (e.g. a Delta's zero log-density)
+        return lp.reshape(()).expand(s_count)
+    if lp.dim() < depth + 1 or lp.shape[-(depth + 1)] != s_count:
+        raise ValueError("site not vectorised over the draws")
+    lp = lp.movedim(-(depth + 1), 0)
+    return lp.reshape(s_count, -1).sum(-1)
+
+
+def _vectorised_draws(model: Callable, guide: Callable, args: tuple, s_count: int, plate_name: str | None,
+                      posterior_predictive: bool, depth: int) -> GlobalDraws | None:
+    """All S draws in one pass under a plate at dim ``-(depth + 1)``; None when that is not possible."""
+    with torch.no_grad():
+        with torch.random.fork_rng(devices=[]):  # the probe leaves the seeded draws where they were
+            probe_g = poutine.trace(guide).get_trace(*args)
+            theta0 = {n: site["value"] for n, site in _latent_sites(probe_g).items()}
+            probe_m = poutine.trace(poutine.condition(model, data=theta0)).get_trace(*args)
+        for name, site in probe_m.nodes.items():
+            if (site["type"] == "sample" and not site_is_subsample(site) and not site["is_observed"]
+                    and name not in theta0):
+                return None  # an unguided latent: enumerate it draw by draw
+        try:
+            with pyro.plate(DRAWS_PLATE, s_count, dim=-(depth + 1)):
+                guide_tr = poutine.trace(guide).get_trace(*args)
+                sites = _latent_sites(guide_tr)
+                theta = {n: sites[n]["value"] for n in theta0}
+                model_tr = poutine.trace(poutine.condition(model, data=theta)).get_trace(*args)
+                rep_tr = (poutine.trace(poutine.condition(poutine.uncondition(model), data=theta)).get_trace(*args)
+                          if posterior_predictive else None)
+            log_q = sum(_per_draw(site["fn"].log_prob(site["value"]), s_count, depth)
+                        for site in guide_tr.nodes.values() if site["type"] == "sample" and not site_is_subsample(site))
+            log_prior = sum(_per_draw(model_tr.nodes[n]["fn"].log_prob(v), s_count, depth) for n, v in theta.items())
+            posterior = {n: v.reshape((s_count,) + theta0[n].shape) for n, v in theta.items()}
+            log_lik = None
+            observed, observed_dims, predictive = {}, {}, {}
+            obs_dim = plate_name or "obs"
+            for name, site in model_tr.nodes.items():
+                if site["type"] != "sample" or site_is_subsample(site) or not site["is_observed"] or name in theta:
+                    continue
+                frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.name != DRAWS_PLATE]
+                frame = next((f for f in frames if f.name == plate_name), frames[0] if frames else None)
+                if frame is None:
+                    return None
+                lp = site["fn"].log_prob(site["value"])
+                lp = lp.reshape((1,) * max(0, depth + 1 - lp.dim()) + lp.shape)
+                if lp.dim() != depth + 1 or lp.shape[0] != s_count:
+                    return None
+                for d in range(-depth, 0):
+                    if d != frame.dim and lp.shape[d] > 1:
+                        lp = lp.sum(d, keepdim=True)
+                lp = lp.reshape(s_count, -1).expand(s_count, frame.size)
+                log_lik = lp if log_lik is None else log_lik + lp
+                value0 = probe_m.nodes[name]["value"]
+                observed[name] = value0.cpu().numpy()
+                observed_dims[name] = _site_dims(name, probe_m.nodes[name], value0)
+                obs_dim = frame.name if frame.name == plate_name else obs_dim
+                if rep_tr is not None:
+                    predictive[name] = rep_tr.nodes[name]["value"].reshape((s_count,) + value0.shape).cpu().numpy()
+            if log_lik is None:
+                return None
+            # the first and last draws, evaluated without the plate, must give the same numbers
+            for s in {0, s_count - 1}:
+                one = {n: v[s] for n, v in posterior.items()}
+                check_tr = poutine.trace(poutine.condition(model, data=one)).get_trace(*args)
+                ll_s, lprior_s, _ = _marginal_log_lik(check_tr, one, plate_name, depth)
+                if not (torch.allclose(ll_s.to(log_lik.dtype), log_lik[s], rtol=1e-5, atol=1e-6)
+                        and torch.allclose(lprior_s.to(log_prior.dtype), log_prior[s], rtol=1e-5, atol=1e-6)):
+                    return None
+        except (RuntimeError, ValueError, IndexError, KeyError):
+            return None
+    return GlobalDraws(
+        posterior={n: v.double().cpu().numpy() for n, v in posterior.items()},
+        posterior_dims={n: _site_dims(n, probe_m.nodes[n], theta0[n]) for n in theta0},
+        log_lik=log_lik.double().cpu().numpy(),
+        log_prior=log_prior.double().cpu().numpy(),
+        log_q=log_q.double().cpu().numpy(),
+        predictive=predictive,
+        observed=observed,
+        observed_dims=observed_dims,
+        obs_dim=obs_dim,
+    )
+
+
+def _looped_draws(model: Callable, guide: Callable, args: tuple, num_samples: int, plate_name: str | None,
+                  posterior_predictive: bool, depth: int) -> GlobalDraws:
+    """One guide trace per draw, the model's unguided discrete latents enumerated (the general path)."""
+    s_count = num_samples
     posterior: dict[str, list] = {}
     posterior_dims: dict[str, tuple[str, ...]] = {}
     log_lik, log_prior, log_q = [], [], []
@@ -288,7 +421,7 @@ def _local_weights(model: Callable, guide: Callable | None, args: tuple, num_sam
             with torch.no_grad(), pyro.plate(PARTICLES, k, dim=-(depth + 1)):
                 guide_tr = poutine.trace(guide).get_trace(*batch)
             lq = torch.zeros(k, b, dtype=args[0].dtype if args[0].is_floating_point() else torch.get_default_dtype())
-            for name, site in guide_tr.nodes.items():
+            for site in guide_tr.nodes.values():
                 if site["type"] != "sample" or site_is_subsample(site):
                     continue
                 lp = site["fn"].log_prob(site["value"])
@@ -321,6 +454,171 @@ def _local_predictive(model: Callable, guide: Callable | None, args: tuple) -> t
     return reps, observed
 
 
+# --------------------------------------------------------------------------- families without a guide
+
+
+Family = Literal["pyro", "density", "diffusion", "no_density"]
+#: Name of the observed variable of a density model that is not a Pyro model (a kernel density).
+DENSITY_VARIABLE = "x"
+#: Per-observation estimators of each family; the first is the default.
+ESTIMATORS: dict[str, tuple[str, ...]] = {
+    "pyro": ("iwae", "elbo"),
+    "diffusion": ("vlb", "ode"),
+    "density": ("exact",),
+    "no_density": (),
+}
+
+
+def model_family(model: Any, guide: Any) -> Family:
+    """How :func:`to_inference_data` treats a model.
+
+    - ``"diffusion"``: a :class:`vi_models.DDPM` (guide ``None`` or its
+      :class:`guides.ForwardDiffusion`): the VLB per observation, or the ODE likelihood;
+    - ``"no_density"``: a :class:`vi_models.GAN`: samples only;
+    - ``"density"``: no guide and an exact ``log_prob`` (flows, kernel densities, autoregressive
+      models, maximum-likelihood mixtures after :func:`inference.fit_em`, linear-Gaussian);
+    - ``"pyro"``: any other Pyro model/guide pair (global latents, or amortised local ones).
+    """
+    from vi_models.diffusion import DDPM
+    from vi_models.gan import GAN
+
+    if isinstance(model, GAN):
+        return "no_density"
+    if isinstance(model, DDPM):
+        return "diffusion"
+    if guide is None and callable(getattr(model, "log_prob", None)):
+        if getattr(model, "has_priors", False):
+            raise ConfigError(
+                f"{type(model).__name__} has priors on its global parameters, so it needs a guide over them "
+                "(an AutoNormal, or AutoDelta for MAP); pass it as guide=, or build the model without priors "
+                "and fit it with inference.fit_em"
+            )
+        return "density"
+    return "pyro"
+
+
+def _obs_dims(name: str, x: torch.Tensor, obs_dim: str, user_dims: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    return user_dims.get(name, (obs_dim,) + tuple(f"{name}_dim_{j}" for j in range(1, x.dim())))
+
+
+def _samples_like(model: Any, n: int) -> np.ndarray:
+    """``model.sample(n)`` as numpy, one replicate of an ``n``-point dataset."""
+    with torch.no_grad():
+        return model.sample(n).detach().cpu().numpy()
+
+
+def _point_estimates(model: Any) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    """The fitted global parameters of a mixture (``model.params()``), dims ``(components, ...)``."""
+    params = model.params() if callable(getattr(model, "params", None)) else {}
+    k = getattr(model, "n_components", None)
+    values, dims = {}, {}
+    for name, value in params.items():
+        value = value.detach().double().cpu().numpy()
+        names = [f"{name}_dim_{j}" for j in range(value.ndim)]
+        if value.ndim and value.shape[0] == k:
+            names[0] = "components"
+        values[name], dims[name] = value, tuple(names)
+    return values, dims
+
+
+def _single_tensor(args: tuple[torch.Tensor, ...], family: str) -> torch.Tensor:
+    if len(args) != 1:
+        raise ConfigError(
+            f"expected one data tensor (N, ...) for a {family} model, got a tuple of {len(args)}; pass the "
+            "observations only"
+        )
+    return args[0]
+
+
+def _density_groups(fits: list, args: tuple, groups: dict[str, Group], *, log_likelihood: bool,
+                    posterior_predictive: bool, user_dims: Mapping, obs_dim: str, batch_size: int) -> None:
+    """Exact ``log p(x_i)`` per chain (draw of length 1), one replicate dataset, point estimates."""
+    x = _single_tensor(args, "density")
+    name = DENSITY_VARIABLE
+    dims = _obs_dims(name, x, obs_dim, user_dims)
+    lls, reps, points = [], [], []
+    for m, _ in fits:
+        if log_likelihood:
+            with torch.no_grad():
+                ll = torch.cat([m.log_prob(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+            lls.append(ll.double().cpu().numpy())
+        if posterior_predictive:
+            reps.append(_samples_like(m, x.shape[0]))
+        points.append(_point_estimates(m))
+    if log_likelihood:
+        groups["log_likelihood"].add(name, np.stack(lls)[:, None], dims[:1])
+        groups["log_likelihood"].attrs.update(estimator="exact")
+    if posterior_predictive:
+        groups["posterior_predictive"].add(name, np.stack(reps)[:, None], dims)
+    for param, pdims in points[0][1].items():
+        groups["posterior"].add(param, np.stack([p[0][param] for p in points])[:, None], user_dims.get(param, pdims))
+    if points[0][0]:
+        groups["posterior"].attrs.update(estimate="point (maximum likelihood); draw has length 1")
+    groups["observed_data"].add(name, x.cpu().numpy(), dims)
+
+
+def _check_forward_process(model: Any, guide: Any) -> None:
+    if guide is not None and getattr(guide, "schedule", None) is not model.schedule:
+        raise ConfigError(
+            "expected the DDPM's guide to be guides.ForwardDiffusion(model.schedule) (sharing the model's schedule) "
+            f"or None, got {type(guide).__name__}; the forward process is fixed, so guide=None is enough"
+        )
+
+
+def _diffusion_groups(fits: list, args: tuple, groups: dict[str, Group], *, num_samples: int, estimator: str,
+                      log_likelihood: bool, posterior_predictive: bool, user_dims: Mapping, obs_dim: str,
+                      batch_size: int) -> None:
+    """Per-observation ``-L_VLB`` (mean of ``num_samples`` estimates) or the ODE log-likelihood; samples."""
+    from vi_models.diffusion_sites import OBSERVED
+
+    x = _single_tensor(args, "diffusion")
+    dims = _obs_dims(OBSERVED, x, obs_dim, user_dims)
+    lls, terms, reps = [], [], []
+    for m, g in fits:
+        _check_forward_process(m, g)
+        if log_likelihood and estimator == "vlb":
+            per_batch = []
+            for i in range(0, x.shape[0], batch_size):
+                xb = x[i : i + batch_size]
+                per_batch.append(sum(m.vlb_terms(xb) for _ in range(num_samples)) / num_samples)  # (B, T + 1)
+            t = torch.cat(per_batch).double().cpu().numpy()
+            terms.append(t)
+            lls.append(-t.sum(-1))
+        elif log_likelihood:
+            lls.append(m.log_prob(x, batch_size=batch_size).double().cpu().numpy())
+        if posterior_predictive:
+            reps.append(_samples_like(m, x.shape[0]))
+    if log_likelihood:
+        groups["log_likelihood"].add(OBSERVED, np.stack(lls)[:, None], dims[:1])
+        if estimator == "vlb":
+            groups["log_likelihood"].attrs.update(estimator="vlb", bound="lower", num_vlb_samples=num_samples)
+            # column j holds L_j: L_0 the decoder term, L_1..L_{T-1} the KLs, L_T the prior term
+            groups["sample_stats"].add("vlb_terms", np.stack(terms)[:, None], (dims[0], "vlb_term"))
+        else:
+            groups["log_likelihood"].attrs.update(estimator="ode")
+    if posterior_predictive:
+        groups["posterior_predictive"].add(OBSERVED, np.stack(reps)[:, None], dims)
+    groups["observed_data"].add(OBSERVED, x.cpu().numpy(), dims)
+
+
+def _no_density_groups(fits: list, args: tuple, groups: dict[str, Group], *, log_likelihood: bool,
+                       posterior_predictive: bool, user_dims: Mapping, obs_dim: str) -> None:
+    """A GAN: replicated data and the observations; no likelihood to put in ArviZ."""
+    if log_likelihood:
+        raise ConfigError(
+            f"expected a model with a likelihood, got a {type(fits[0][0]).__name__}, which defines samples but no "
+            "density: there is no log_likelihood group (nor k-hat, LOO or compare). Pass log_likelihood=False for "
+            "the posterior_predictive and observed_data groups only, or convert a density fitted to its samples, "
+            "e.g. vi_models.KernelDensity().fit(gan.sample(10_000)), with guide=None"
+        )
+    x = _single_tensor(args, "GAN")
+    dims = _obs_dims(DENSITY_VARIABLE, x, obs_dim, user_dims)
+    if posterior_predictive:
+        reps = [_samples_like(m, x.shape[0]) for m, _ in fits]
+        groups["posterior_predictive"].add(DENSITY_VARIABLE, np.stack(reps)[:, None], dims)
+    groups["observed_data"].add(DENSITY_VARIABLE, x.cpu().numpy(), dims)
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -329,12 +627,12 @@ def inference_data_groups(
     guide: Any,
     data: Any,
     *,
-    num_samples: int = 1000,
+    num_samples: int | None = None,
     chains: int | Sequence[Any] = 1,
     dims: Mapping[str, Sequence[str]] | None = None,
     log_likelihood: bool = True,
     posterior_predictive: bool = True,
-    estimator: Estimator = "iwae",
+    estimator: str | None = None,
     plate_name: str | None = "data",
     batch_size: int = 256,
 ) -> dict[str, Group]:
@@ -343,15 +641,20 @@ def inference_data_groups(
     Same arguments as :func:`to_inference_data` (no ``coords``, no ``seed``); useful without
     ArviZ, or to build the container of another ArviZ version with :func:`inference.arviz_io.to_arviz`.
     """
-    num_samples = check_positive_int(num_samples, "num_samples")
-    check_choice(estimator, "estimator", ("iwae", "elbo"))
+    batch_size = check_positive_int(batch_size, "batch_size")
     fits = _fits(model, guide, chains)
+    family = model_family(*fits[0])
+    options = ESTIMATORS[family]
+    if estimator is None:
+        estimator = options[0] if options else None
+    elif family == "no_density" or estimator not in options:
+        raise ConfigError(
+            f"expected estimator to be one of {', '.join(map(repr, options)) or '(none)'} for "
+            f"{type(fits[0][0]).__name__}, got {estimator!r}; leave it as None for the default"
+        )
+    default_samples = 1 if family == "diffusion" else 1000
+    num_samples = check_positive_int(default_samples if num_samples is None else num_samples, "num_samples")
     args = _data_tensors(*fits[0], data)
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # probe without shifting the seeded draws
-        probe = poutine.trace(fits[0][1]).get_trace(*args) if fits[0][1] is not None else poutine.Trace()
-        model_tr = poutine.trace(poutine.replay(fits[0][0], trace=probe)).get_trace(*args)
-    latents = _latent_sites(probe)
-    is_global = any(name in model_tr.nodes and not _in_plate(model_tr.nodes[name], plate_name) for name in latents)
     groups = {
         "posterior": Group(),
         "posterior_predictive": Group(),
@@ -360,6 +663,26 @@ def inference_data_groups(
         "observed_data": Group(sampled=False),
     }
     user_dims = {k: tuple(v) for k, v in (dims or {}).items()}
+    obs_dim = plate_name or "data"
+    common = {"log_likelihood": log_likelihood, "posterior_predictive": posterior_predictive,
+              "user_dims": user_dims, "obs_dim": obs_dim}
+    if family == "density":
+        _density_groups(fits, args, groups, batch_size=batch_size, **common)
+        groups["posterior"].attrs.setdefault("latents", "none sampled: log p(x) is exact (discrete latents summed out)")
+        return groups
+    if family == "diffusion":
+        _diffusion_groups(fits, args, groups, num_samples=num_samples, estimator=estimator, batch_size=batch_size,
+                          **common)
+        groups["posterior"].attrs["latents"] = "local x_1..x_T under the fixed forward process (no posterior group)"
+        return groups
+    if family == "no_density":
+        _no_density_groups(fits, args, groups, **common)
+        return groups
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # probe without shifting the seeded draws
+        probe = poutine.trace(fits[0][1]).get_trace(*args) if fits[0][1] is not None else poutine.Trace()
+        model_tr = poutine.trace(poutine.replay(fits[0][0], trace=probe)).get_trace(*args)
+    latents = _latent_sites(probe)
+    is_global = any(name in model_tr.nodes and not _in_plate(model_tr.nodes[name], plate_name) for name in latents)
     if is_global:
         draws = [sample_global_draws(m, g, *args, num_samples=num_samples, plate_name=plate_name,
                                      posterior_predictive=posterior_predictive) for m, g in fits]
@@ -421,13 +744,13 @@ def to_inference_data(
     guide: Any,
     data: Any,
     *,
-    num_samples: int = 1000,
+    num_samples: int | None = None,
     chains: int | Sequence[Any] = 1,
     coords: Mapping[str, Any] | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
     log_likelihood: bool = True,
     posterior_predictive: bool = True,
-    estimator: Estimator = "iwae",
+    estimator: str | None = None,
     plate_name: str | None = "data",
     seed: int | None = None,
 ) -> Any:
@@ -447,18 +770,37 @@ def to_inference_data(
       models); ``log_p``, ``log_q``, ``log_weight`` per particle and observation (local).
     - ``observed_data``: the observed sites' values ``(N, ...)``.
 
+    Other families (see :func:`model_family`), each with ``draw`` of length 1:
+
+    - exact densities with ``guide=None`` (flows, :class:`vi_models.KernelDensity`,
+      :class:`vi_models.MADE`, an ``EMResult`` of :func:`inference.fit_em` or its mixture):
+      ``log_likelihood`` is ``model.log_prob`` (``estimator="exact"``), ``posterior_predictive``
+      one dataset from ``model.sample(N)``, and a mixture's fitted parameters are its
+      ``posterior`` as point estimates (``posterior.attrs["estimate"]``); variable ``"x"``.
+    - :class:`vi_models.DDPM` (guide ``None`` or its ``ForwardDiffusion``): ``log_likelihood``
+      is ``-L_VLB`` per observation (``estimator="vlb"``, a lower bound, the mean of
+      ``num_samples`` estimates) with its terms in ``sample_stats.vlb_terms`` ``(chain, draw, N,
+      T + 1)`` (column j is L_j), or the probability-flow ODE likelihood (``estimator="ode"``);
+      ``posterior_predictive`` is ``model.sample(N)``; no ``posterior`` (the forward process
+      has no parameters); variable ``"x_0"``.
+    - :class:`vi_models.GAN`: no density, so ``log_likelihood=True`` is an error; with
+      ``log_likelihood=False`` the groups are ``posterior_predictive`` and ``observed_data``.
+
     Args:
         model, guide: the fitted pair, called as ``model(*data)``; ``guide=None`` for a model
-            whose latents are all enumerable (a maximum-likelihood mixture).
+            whose latents are all enumerable or that has an exact ``log_prob``. ``model`` may
+            also be a ``FitResult`` or ``EMResult`` (its model and guide are used).
         data: observations ``(N, ...)``, or a tuple such as ``(X, y)``.
-        num_samples: draws per chain (global latents) or importance samples K (local).
+        num_samples: draws per chain (global latents), importance samples K (local; default
+            1000 for both), or VLB estimates averaged (DDPM; default 1); unused for exact densities.
         chains: number of independent chains from the one guide, or a sequence of fits
             (``FitResult``, ``EMResult`` or ``(model, guide)``; independent restarts), one
             chain each; then ``model`` and ``guide`` may be None.
         coords: coordinate values per dim name (integers by default).
         dims: dim names per variable (without chain, draw), overriding the plate-derived names.
         log_likelihood, posterior_predictive: whether to compute those groups.
-        estimator: ``"iwae"`` or ``"elbo"``, the per-observation estimate for local latents.
+        estimator: the per-observation estimate: ``"iwae"`` (default) or ``"elbo"`` for local
+            latents, ``"vlb"`` (default) or ``"ode"`` for a DDPM; None for the family's default.
         plate_name: the model's observation plate.
         seed: seed for Pyro's sampling.
 
@@ -466,8 +808,9 @@ def to_inference_data(
         :class:`arviz.InferenceData` (ArviZ 0.x) or :class:`xarray.DataTree` (ArviZ 1.x).
 
     Raises:
-        ConfigError: bad sizes, a model mixing global and continuous local latents, or a
-            model without an observed site in its data plate.
+        ConfigError: bad sizes, a model mixing global and continuous local latents, a model
+            without an observed site in its data plate, an estimator the family lacks, or a
+            GAN with ``log_likelihood=True``.
 
     Example:
         >>> idata = to_inference_data(gmm, guide, x, num_samples=500, chains=4)   # doctest: +SKIP

@@ -43,6 +43,7 @@ distribution", Technometrics 51 (2009).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,12 +56,30 @@ from pyro import poutine
 
 from ._checks import check_positive_int
 from .arviz_io import ARVIZ_MAJOR, Group, import_arviz
-from .diagnostics import _data_tensors, _in_plate, _latent_sites, sample_global_draws
+from .diagnostics import (
+    _check_forward_process,
+    _data_tensors,
+    _in_plate,
+    _latent_sites,
+    _unwrap,
+    model_family,
+    sample_global_draws,
+)
 from .errors import ConfigError
 from .likelihood import log_importance_weights
 
-__all__ = ["GOOD_K", "OK_K", "PsisReport", "LooResult", "pareto_smooth", "khat_words", "psis_khat", "loo",
-           "vi_loo", "compare"]
+__all__ = [
+    "GOOD_K",
+    "OK_K",
+    "LooResult",
+    "PsisReport",
+    "compare",
+    "khat_words",
+    "loo",
+    "pareto_smooth",
+    "psis_khat",
+    "vi_loo",
+]
 
 #: Below: good. Between GOOD_K and OK_K: usable but slow to converge. Above OK_K: unreliable.
 GOOD_K = 0.5
@@ -92,7 +111,7 @@ def _gpd_fit(x: np.ndarray) -> tuple[float, float]:
 def _smooth_one(log_r: np.ndarray, r_eff: float) -> tuple[np.ndarray, float]:
     s = log_r.shape[0]
     x = log_r - log_r.max()
-    tail_len = int(math.ceil(min(0.2 * s, 3.0 * math.sqrt(s / r_eff))))
+    tail_len = math.ceil(min(0.2 * s, 3.0 * math.sqrt(s / r_eff)))
     order = np.argsort(x)
     cutoff = max(x[order[-tail_len - 1]], math.log(np.finfo(float).tiny))
     tail = np.flatnonzero(x > cutoff)
@@ -204,8 +223,12 @@ def psis_khat(
     """Pareto k-hat of the importance ratios ``p(x, z) / q(z)`` (Yao et al. 2018).
 
     Args:
-        model, guide: a fitted Pyro pair called as ``model(*data)``. Enumerable discrete latents
-            that the guide does not sample are summed out exactly.
+        model, guide: a fitted Pyro pair called as ``model(*data)`` (or a ``FitResult`` /
+            ``EMResult`` as ``model``). Enumerable discrete latents that the guide does not
+            sample are summed out exactly. For a :class:`vi_models.DDPM` (guide ``None`` or its
+            ``ForwardDiffusion``) the ratios are those of the whole chain,
+            ``p(x_{0:T}) / q(x_{1:T} | x_0)`` (T network calls per draw), one k per observation.
+            A model without latents (``guide=None`` and an exact ``log_prob``) gets k = -inf.
         data: observations ``(N, ...)`` or a tuple such as ``(X, y)``.
         num_samples: S draws from the guide (k-hat needs a few hundred to be stable).
         plate_name: the model's observation plate.
@@ -215,6 +238,9 @@ def psis_khat(
         :class:`PsisReport`: one k-hat for global latents, one per observation for local
         (amortised) latents; ``str(report)`` says what they mean.
 
+    Raises:
+        ConfigError: a model without a density (a GAN), a DDPM with another guide, bad sizes.
+
     Example:
         >>> print(psis_khat(vae, encoder, x_test, 500))            # doctest: +SKIP
         k-hat over 200 observations: 180 good (< 0.5), 15 ok, 5 bad (>= 0.7); worst 0.93: ...
@@ -222,11 +248,33 @@ def psis_khat(
     num_samples = check_positive_int(num_samples, "num_samples", minimum=10)
     if seed is not None:
         pyro.set_rng_seed(seed)
+    model, guide = _unwrap(model, guide)
+    family = model_family(model, guide)
     args = _data_tensors(model, guide, data)
+    if family == "no_density":
+        raise ConfigError(
+            f"expected a model with a likelihood, got a {type(model).__name__}, which defines samples but no density: "
+            "there are no importance ratios p(x, z) / q(z) to diagnose"
+        )
+    if family == "density":  # no latent variables: the ratios are constant, k-hat = -inf ("exact")
+        with torch.no_grad():
+            ll = model.log_prob(*args).double().cpu().numpy()
+        log_w = np.broadcast_to(ll, (num_samples, ll.size)).copy()
+        return PsisReport(khat=np.full(ll.size, -np.inf), scope="per-observation", log_weights=log_w,
+                          num_samples=num_samples)
+    if family == "diffusion":
+        # The full chain: w = p(x_{0:T}) / q(x_{1:T} | x_0), T sites per particle (Ho et al. 2020, eq. 5)
+        from guides.diffusion import ForwardDiffusion
+
+        _check_forward_process(model, guide)
+        guide = functools.partial(guide or ForwardDiffusion(model.schedule), objective="chain")
+        model = functools.partial(model, objective="chain")
     with torch.no_grad(), torch.random.fork_rng(devices=[]):  # probe without shifting the seeded draws
         probe = poutine.trace(guide).get_trace(*args) if guide is not None else poutine.Trace()
         model_tr = poutine.trace(poutine.replay(model, trace=probe)).get_trace(*args)
-    is_global = any(n in model_tr.nodes and not _in_plate(model_tr.nodes[n], plate_name) for n in _latent_sites(probe))
+    is_global = family == "pyro" and any(
+        n in model_tr.nodes and not _in_plate(model_tr.nodes[n], plate_name) for n in _latent_sites(probe)
+    )
     if is_global:
         draws = sample_global_draws(model, guide, *args, num_samples=num_samples, plate_name=plate_name)
         log_w = draws.log_joint - draws.log_q  # (S,)
