@@ -56,17 +56,16 @@ from pyro import poutine
 
 from ._checks import check_positive_int
 from .arviz_io import ARVIZ_MAJOR, Group, import_arviz
-from .diagnostics import (
-    _check_forward_process,
+from .errors import ConfigError
+from .family_groups import _check_forward_process, model_family
+from .likelihood import log_importance_weights
+from .posterior_draws import (
     _data_tensors,
     _in_plate,
     _latent_sites,
     _unwrap,
-    model_family,
     sample_global_draws,
 )
-from .errors import ConfigError
-from .likelihood import log_importance_weights
 
 __all__ = [
     "GOOD_K",

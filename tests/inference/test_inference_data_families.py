@@ -25,8 +25,9 @@ from torch import nn
 import inference
 from guides import ForwardDiffusion
 from inference.arviz_io import to_arviz
-from inference.diagnostics import _vectorised_draws, inference_data_groups, model_family
+from inference.diagnostics import inference_data_groups, model_family
 from inference.errors import ConfigError
+from inference.posterior_draws import _vectorised_draws
 from vi_models import (
     DDPM,
     GAN,
