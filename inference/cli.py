@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="importance samples per observation for bounds (default 1000)")
     ev.add_argument("--max-test", type=_positive_int, default=None,
                     help="score only the first N test rows (the 2-D densities have 100k)")
+    ev.add_argument("--estimator", default=None,
+                    help="log-likelihood estimator of the family (ddpm: ode, the default, or vlb); "
+                         "default: the family's own")
     ev.add_argument("--device", default=None, help="device to evaluate on (default: the run's)")
 
     sm = commands.add_parser("sample", help="draw samples from a fitted run")
@@ -99,8 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "default RUN_DIR/samples.png")
     sm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sm.add_argument("--mean", action="store_true", help="decoder means instead of noisy samples")
-    sm.add_argument("--sampler", default=None, help="sampler of the family (diffusion: ancestral, ddim)")
-    sm.add_argument("--steps", type=_positive_int, default=None, help="sampler steps (diffusion)")
+    sm.add_argument("--sampler", default=None,
+                    help="sampler of the family (ddpm: ancestral, the default, or ddim)")
+    sm.add_argument("--steps", type=_positive_int, default=None,
+                    help="sampler steps (ddpm: DDIM steps S, 2 <= S <= T; implies --sampler ddim)")
+    sm.add_argument("--eta", type=float, default=None,
+                    help="DDIM stochasticity (ddpm: 0 deterministic, the default; 1 DDPM-like)")
     sm.add_argument("--device", default=None, help="device (default: the run's)")
     dg = commands.add_parser("diagnose", help="ArviZ diagnostics of a run: k-hat, InferenceData file, plots")
     dg.add_argument("run_dir", help="a directory written by `vi-models fit`")
@@ -139,6 +146,28 @@ def _split_validation(bundle: Any, fraction: float, seed: int) -> tuple[Any, Any
         if getattr(bundle, name, None) is not None:
             changes[name] = getattr(bundle, name)[keep]
     return dataclasses.replace(bundle, **changes), bundle.train[held]
+
+
+def _family_options(family: Any, allowed_attr: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The options the user set (not None/False), refused with one clear line if ``family`` lacks them.
+
+    A family lists the options it understands in ``allowed_attr`` (e.g. ``sample_options``);
+    families without the attribute understand none of them.
+    """
+    from .errors import ConfigError
+    from .families import FAMILIES
+
+    options = {k: v for k, v in given.items() if v is not None and v is not False}
+    allowed = tuple(getattr(family, allowed_attr, ()))
+    for key in options:
+        if key not in allowed:
+            owners = sorted(n for n, f in FAMILIES.items() if key in getattr(f, allowed_attr, ()))
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{flag} is not an option of the {family.name} family"
+                + (f"; it applies to {', '.join(owners)}" if owners else "") + f"; drop {flag}"
+            )
+    return options
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -201,10 +230,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
                                                 if bundle.image_shape is None else None))
     for name, figure in family.figures(model, guide, bundle, model_config).items():
         run.save_figure(name, figure)
-    summary = (f"final training loss {history['loss'][-1]:.4f} nats/observation" if history.get("loss")
+    unit = family.loss_unit(model_config) if hasattr(family, "loss_unit") else "nats/observation"
+    summary = (f"final training loss {history['loss'][-1]:.4f} {unit}" if history.get("loss")
                else "fitted in closed form")
     print(f"fitted {family.name} on {bundle.name}: {summary}; run directory {run.path}")
     return 0
+
+
+def _run_model_name(run_dir: str) -> str:
+    """The family name in a run directory's config.json (errors as :meth:`RunDir.open`)."""
+    from .runs import RunDir
+
+    return str(RunDir.open(run_dir).config()["model"])
 
 
 def _open_run(run_dir: str, device: Any) -> tuple[Any, Any, Any, Any, Any, dict[str, Any]]:
@@ -246,13 +283,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data, source = bundle.test, f"{config['data']} (test split)"
     if args.max_test is not None:
         data = data[: args.max_test]
+    estimator = family.estimator
+    if args.estimator is not None:
+        known = tuple(getattr(family, "estimators", (family.estimator,)))
+        if args.estimator not in known:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"expected --estimator to be one of {', '.join(known)} for the {family.name} family, "
+                f"got {args.estimator!r}"
+            )
+        estimator = args.estimator
+    # only families with a choice of estimators receive the keyword
+    options = {"estimator": estimator} if len(getattr(family, "estimators", ())) > 1 else {}
     started = time.perf_counter()
     torch.manual_seed(0)
-    ll = family.log_likelihood(model, guide, data, config["model_config"], num_samples=args.num_samples)
+    ll = family.log_likelihood(model, guide, data, config["model_config"], num_samples=args.num_samples, **options)
     metrics = metrics_from_log_likelihood(
         ll, bundle, discrete=family.is_discrete(model),
-        estimator=f"{family.estimator}" + (f"-{args.num_samples}" if family.estimator in ("iwae",) else ""),
-        num_samples=args.num_samples if family.estimator == "iwae" else None,
+        estimator=f"{estimator}" + (f"-{args.num_samples}" if estimator in ("iwae",) else ""),
+        num_samples=args.num_samples if estimator == "iwae" else None,
     )
     metrics.update(family.extra_metrics(model, guide, data, config["model_config"], num_samples=args.num_samples))
     if bundle.density is not None and args.data is None:
@@ -275,8 +325,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import atomic_write_bytes
+    from .families import get_family
     from .plots import plot_samples
 
+    # refuse options the family does not have before loading anything
+    family_options = _family_options(
+        get_family(_run_model_name(args.run_dir)), "sample_options",
+        {"sampler": args.sampler, "steps": args.steps, "eta": args.eta},
+    )
     run, family, bundle, model, guide, config = _open_run(args.run_dir, args.device)
     out = Path(args.out) if args.out else run.path / "samples.png"
     if out.suffix.lower() not in (".png", ".npy"):
@@ -284,7 +340,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"expected --out to end in .png or .npy, got {str(out)!r}")
     torch.manual_seed(args.seed)
-    options = {k: v for k, v in (("mean", args.mean), ("sampler", args.sampler), ("steps", args.steps)) if v}
+    options = {"mean": True, **family_options} if args.mean else family_options
     samples = family.sample(model, guide, args.num, config["model_config"], **options)
     if out.suffix.lower() == ".npy":
         import io

@@ -49,6 +49,9 @@ from typing import Any, Final, Literal, Union
 
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.trace_messenger import TraceMessenger
+from pyro.util import warn_if_nan
 from torch import Tensor
 
 from ._params import OPTIMIZERS
@@ -207,7 +210,27 @@ class DiffusionELBO(TraceMeanField_ELBO):
 
     def _get_trace(self, model, guide, args, kwargs):
         # The one place every ELBO method (loss, loss_and_grads, vectorised particles) passes through.
-        return super()._get_trace(model, guide, args, {**kwargs, "objective": self.objective})
+        # The model's parameters are announced (one pyro.param per tensor, a large share of a small
+        # network's step) only to a handler that collects them, as SVI's and fit's param-only traces.
+        extra = {"objective": self.objective}
+        if not _collecting_params():
+            extra["announce_params"] = False
+        return super()._get_trace(model, guide, args, {**kwargs, **extra})
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        """The loss (a float) after back-propagating the surrogate loss into every parameter.
+
+        As ``Trace_ELBO.loss_and_grads``, but it back-propagates whenever the surrogate loss has
+        a gradient, not only when a param site was recorded (see ``_get_trace``).
+        """
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss_particle, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss += loss_particle / self.num_particles
+            if getattr(surrogate, "requires_grad", False):
+                (surrogate / self.num_particles).backward(retain_graph=self.retain_graph)
+        warn_if_nan(loss, "loss")
+        return loss
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         if self.analytic_kl:
@@ -216,6 +239,11 @@ class DiffusionELBO(TraceMeanField_ELBO):
 
     def __repr__(self) -> str:
         return f"DiffusionELBO({self.objective.name!r}, analytic_kl={self.analytic_kl})"
+
+
+def _collecting_params() -> bool:
+    """Whether a handler that records param sites (``poutine.trace(param_only=True)``) is active."""
+    return any(isinstance(h, TraceMessenger) and h.param_only for h in _PYRO_STACK)
 
 
 def fit_diffusion(

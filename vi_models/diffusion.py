@@ -293,9 +293,9 @@ class DDPM(PyroModule):
             use_ema = self.ema_decay is not None
         if use_ema and self.ema_decay is None:
             raise ConfigError("use_ema=True but this DDPM keeps no EMA; build it with ema_decay=...")
-        # PyroModule.__getattr__ announces every parameter of the network to Pyro's handlers (so the
-        # ELBO sees param sites and back-propagates): one attribute access per network call.
-        return self.ema_network if use_ema else self.network
+        # Read past PyroModule.__getattr__: the Pyro model announces the parameters once per run
+        # (forward), not at every network call.
+        return self._modules["ema_network" if use_ema else "network"]
 
     # ------------------------------------------------------------------ predictions
 
@@ -369,7 +369,12 @@ class DDPM(PyroModule):
         return check_batch(x, self._data_shape, like=self.schedule.betas, name=name)
 
     def forward(
-        self, x: Tensor | None = None, *, num_samples: int | None = None, objective: ObjectiveSpec = None
+        self,
+        x: Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        objective: ObjectiveSpec = None,
+        announce_params: bool = True,
     ) -> Tensor:
         """The Pyro model: the reverse chain, or the per-step sites of a training objective.
 
@@ -386,6 +391,10 @@ class DDPM(PyroModule):
             ``B`` when ``x`` is ``None``.
         objective
             A :class:`~inference.diffusion_losses.DiffusionObjective` or its name.
+        announce_params
+            Issue a ``pyro.param`` statement per network parameter (so that SVI's optimizers and
+            Pyro's ELBOs see them). :class:`~inference.diffusion_losses.DiffusionELBO` turns it
+            off when no handler collects parameters: it back-propagates without param sites.
 
         Returns
         -------
@@ -405,6 +414,8 @@ class DDPM(PyroModule):
                 f"got {'both' if x is not None else 'neither'}; pass exactly one"
             )
         obj = resolve_objective(objective)
+        if announce_params:
+            self.network  # noqa: B018 - PyroModule.__getattr__ issues pyro.module("network", ...)
         if x is None:
             n = check_positive_int(num_samples, "num_samples")
             with pyro.plate(DATA_PLATE, n, dim=-1):

@@ -34,7 +34,7 @@ from inference.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from .diffusion import DDPM
 
-__all__ = ["ancestral_sample", "ddim_sample", "ddim_timesteps", "sample"]
+__all__ = ["ancestral_sample", "ancestral_trajectory", "ddim_sample", "ddim_timesteps", "sample"]
 
 Sampler = Literal["ancestral", "ddim"]
 
@@ -70,6 +70,53 @@ def ancestral_sample(
         mean, var, _ = model.p_mean_variance(y, steps, use_ema=use_ema)
         y = mean + var.sqrt() * _randn(model, y.shape, generator) if t > 1 else mean  # z = 0 at t = 1
     return y
+
+
+@torch.no_grad()
+def ancestral_trajectory(
+    model: DDPM,
+    n: int,
+    times: list[int] | tuple[int, ...],
+    *,
+    generator: torch.Generator | None = None,
+    use_ema: bool | None = None,
+) -> Tensor:
+    """States of the ancestral chain (Algorithm 2) at the steps ``times``, in the data's units.
+
+    Parameters
+    ----------
+    model
+        A :class:`vi_models.DDPM`.
+    n
+        Number of chains.
+    times
+        Steps in {0, ..., T} to record (T: the draw x_T ~ N(0, I), 0: the sample x_0), any order.
+    generator, use_ema
+        As :func:`ancestral_sample`; with the same generator the last state equals its draw.
+
+    Returns
+    -------
+    Tensor
+        ``(len(times), n, *data_shape)``, snapshot j at step ``times[j]``.
+
+    Raises
+    ------
+    ConfigError
+        A step outside {0, ..., T}.
+    """
+    n = check_positive_int(n, "n")
+    wanted = [int(t) for t in times]
+    if not wanted or any(t < 0 or t > model.T for t in wanted):
+        raise ConfigError(f"expected times as steps in 0..T = {model.T}, got {list(times)!r}")
+    y = _randn(model, (n, *model.data_shape), generator)  # x_T ~ N(0, I)
+    seen = {model.T: y}
+    for t in range(model.T, 0, -1):
+        steps = torch.full((n,), t, device=y.device, dtype=torch.long)
+        mean, var, _ = model.p_mean_variance(y, steps, use_ema=use_ema)
+        y = mean + var.sqrt() * _randn(model, y.shape, generator) if t > 1 else mean  # z = 0 at t = 1
+        if t - 1 in wanted:
+            seen[t - 1] = y
+    return model.schedule.denormalise(torch.stack([seen[t] for t in wanted]))
 
 
 @torch.no_grad()

@@ -174,6 +174,28 @@ def test_objectives_agree_exactly_for_pinned_steps(float64, prediction):
     assert sum(sampled) / T == pytest.approx(full, rel=1e-10)  # E_t[estimator] = L_VLB exactly
 
 
+@pytest.mark.theory("T19")
+def test_gradients_reach_the_network_with_and_without_param_sites(float64):
+    """DiffusionELBO announces no param sites to its own traces (speed), yet loss_and_grads gives
+    the gradient of the hand-written L_simple; under a param-only trace (how inference.fit and
+    SVI collect parameters) every network parameter is announced."""
+    model = make_model("vector")
+    guide = ForwardDiffusion(model.schedule)
+    x = data_for(model)
+    t, noise = torch.tensor([1, 3, 5]), torch.randn(B, 3)
+    states = model.schedule.q_sample(model.schedule.normalise(x), t, noise)
+    params = list(model.network.parameters())
+    DiffusionELBO("simple").loss_and_grads(model, pin(guide, t=t, x_t=states), x)
+    got = [p.grad.clone() for p in params]
+    model.zero_grad()
+    want = torch.autograd.grad(model.simple_loss(x, t=t, noise=noise).sum(), params)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-10, atol=1e-12)
+    with poutine.trace(param_only=True) as capture:
+        DiffusionELBO("simple").loss(model, guide, x)
+    assert {n for n in capture.trace.nodes} == {f"network$$${n}" for n, _ in model.network.named_parameters()}  # pyro.module names
+
+
 @pytest.mark.theory("T18", "T1")
 def test_brute_force_monte_carlo_elbo_of_the_chain_matches_l_vlb(float64):
     """T = 4: Pyro's Trace_ELBO on the literal chain (Monte Carlo over every x_t, no analytic KL)
@@ -229,6 +251,21 @@ def test_ddim_with_all_steps_and_eta_one_is_the_ancestral_sampler(float64):
     ancestral = model.sample(5, generator=same[0])
     ddim = model.sample(5, sampler="ddim", steps=model.T, eta=1.0, generator=same[1])
     torch.testing.assert_close(ddim, ancestral, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.theory("T20", "T26")
+def test_trajectory_snapshots_are_states_of_the_ancestral_chain(float64):
+    """The recorded chain starts at the prior draw x_T and ends at the ancestral sample (same seed)."""
+    from vi_models.diffusion_sampling import ancestral_trajectory
+
+    model = make_model("vector", T=8, data_loc=1.0, data_scale=2.0)
+    xs = ancestral_trajectory(model, 4, [8, 5, 0], generator=torch.Generator().manual_seed(3))
+    first = torch.randn(4, 3, generator=torch.Generator().manual_seed(3))
+    assert xs.shape == (3, 4, 3)
+    torch.testing.assert_close(xs[0], 1.0 + 2.0 * first)  # x_T ~ N(0, I), in the data's units
+    torch.testing.assert_close(xs[-1], model.sample(4, generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ConfigError, match="expected times as steps in 0..T = 8"):
+        ancestral_trajectory(model, 4, [9])
 
 
 @pytest.mark.theory("T20", "T26")
