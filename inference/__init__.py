@@ -27,6 +27,7 @@ from .errors import (  # noqa: E402
 from .data import DataBundle, available_datasets, load_dataset  # noqa: E402
 from .em import EMResult, assignment_probs, fit_em  # noqa: E402
 from .fit import FitResult, fit  # noqa: E402
+from .diffusion_losses import DiffusionELBO, DiffusionObjective, fit_diffusion  # noqa: E402
 from .elbo_terms import ElboTerms, elbo_from_terms, elbo_terms  # noqa: E402
 from .adversarial import AdversarialResult, fit_adversarial, optimal_discriminator  # noqa: E402
 from .diagnostics import inference_data_groups, to_inference_data  # noqa: E402
@@ -59,6 +60,9 @@ __all__ = [
     "log_likelihood",
     "log_importance_weights",
     "elbo_terms",
+    "DiffusionELBO",
+    "DiffusionObjective",
+    "fit_diffusion",
     "elbo_from_terms",
     "ElboTerms",
     "bits_per_dim",

@@ -369,24 +369,31 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     history = run.read_json("history.json") if (run.path / "history.json").exists() else {}
     if history.get("loss"):
         run.save_figure("elbo_trace.png", plot_history(history, title=f"{family.name}: -ELBO per observation"))
-    if not family.pyro_model:
-        print(f"{family.name} is not a Pyro model/guide pair: no variational approximation to diagnose")
-        run.write_json("diagnostics.json", {**summary, "khat": None})
-        return 0
-    from .diagnostics import to_inference_data
+    from .diagnostics import model_family, to_inference_data
     from .psis import psis_khat
 
+    kind = model_family(model, guide)
+    if kind == "no_density":
+        print(f"{family.name} gives samples but no density: no log-likelihood or variational approximation to diagnose")
+        run.write_json("diagnostics.json", {**summary, "khat": None})
+        return 0
     torch.manual_seed(0)
-    if guide is not None:
-        report = psis_khat(model, guide, data, args.num_samples, seed=0)
+    # A DDPM's importance ratio spans the whole reverse chain (T network calls per draw): fewer draws.
+    num_samples = min(args.num_samples, 100) if kind == "diffusion" else args.num_samples
+    if kind == "density":
+        print(f"{family.name} has no latent variables: its log-likelihood is exact, k-hat not needed")
+    elif guide is not None or kind == "diffusion":
+        report = psis_khat(model, guide, data, num_samples, seed=0)
         print(report)
         khat = np.atleast_1d(report.khat)
-        summary.update(khat_max=float(khat.max()), khat_words=str(report), khat_scope=report.scope,
-                       khat_bad=int((khat >= 0.7).sum()), khat_ok=int(((khat >= 0.5) & (khat < 0.7)).sum()))
+        summary.update(num_samples=num_samples, khat_max=float(khat.max()), khat_words=str(report),
+                       khat_scope=report.scope, khat_bad=int((khat >= 0.7).sum()),
+                       khat_ok=int(((khat >= 0.5) & (khat < 0.7)).sum()))
         run.save_figure("khat.png", plot_khat(khat))
     else:
         print("no guide: the latents are summed out exactly (log-likelihood exact, k-hat not needed)")
-    idata = to_inference_data(model, guide, data, num_samples=min(args.num_samples, 200), seed=0)
+    idata = to_inference_data(model, guide, data, num_samples=None if kind == "diffusion" else min(args.num_samples, 200),
+                              seed=0)
     path = run.path / "inference_data.nc"
     tmp = run.path / ".inference_data.nc.tmp"
     idata.to_netcdf(str(tmp))

@@ -252,6 +252,11 @@ class DDPM(PyroModule):
         return len(self._data_shape)
 
     @property
+    def is_discrete(self) -> bool:
+        """``False``: a density on R^D (dequantised images report the bound convention of bits/dim)."""
+        return False
+
+    @property
     def T(self) -> int:
         """Number of diffusion steps."""
         return self._num_steps

@@ -157,6 +157,20 @@ def test_every_family_fits_evaluates_and_samples_a_user_file(family, tmp_path, c
     assert math.isfinite(metrics["test_log_likelihood"]) and metrics["num_test"] == 24
     assert run_cli("sample", str(out), "-n", "7", "--out", str(tmp_path / "s.npy")) == 0
     assert np.load(tmp_path / "s.npy").shape == (7, 2)
+    # diagnose works for every family: InferenceData with a per-observation log-likelihood
+    # (none for the GAN, which has no density)
+    assert run_cli("diagnose", str(out), "--num-samples", "10", "--max-test", "5") == 0
+    diagnostics = json.loads((out / "diagnostics.json").read_text())
+    assert diagnostics["num_test"] == 5
+    if family == "gan":
+        assert diagnostics["khat"] is None and "no density" in capsys.readouterr().out
+    else:
+        import arviz as az
+
+        idata = az.from_netcdf(out / "inference_data.nc")
+        (variable,) = idata.log_likelihood.data_vars
+        assert idata.log_likelihood[variable].shape[-1] == 5
+        assert np.isfinite(idata.log_likelihood[variable].values).all()
 
 
 def test_diagnose_writes_inference_data_and_khat(vae_run, capsys):

@@ -371,8 +371,7 @@ def test_every_family_log_prob_and_sample_shapes(name: str) -> None:
     x = _real2d(B, torch.Generator().manual_seed(1))
     s = model.sample(5, generator=torch.Generator().manual_seed(0))
     assert s.shape == (5, 2) and s.dtype == torch.float64 and torch.isfinite(s).all()
-    # DDPM has no is_discrete attribute yet (a density on R^D: False is what it would say)
-    assert getattr(model, "is_discrete", False) is False
+    assert model.is_discrete is False  # a density on R^D
     if fam.log_prob is None:
         with pytest.raises(NoDensityError, match="not a density") as info:
             model.log_prob(x)
