@@ -5,6 +5,7 @@
     vi-models fit vae --data digits --out runs/vae --epochs 100
     vi-models evaluate runs/vae            # writes and prints metrics.json
     vi-models sample runs/vae -n 64 --out samples.png
+    vi-models compare runs/vae runs/gmm     # rank evaluated runs by held-out elpd
 
 User errors print one line (``vi-models: error: ...``) and exit with status 2, without a
 traceback; nothing already on disk is damaged.
@@ -23,6 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["main", "build_parser"]
+
+#: Per-observation held-out log-likelihoods written by ``evaluate`` and read by ``compare``.
+LOG_LIKELIHOOD_FILE = "test_log_likelihood.npy"
 
 
 def _positive_int(text: str) -> int:
@@ -109,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--eta", type=float, default=None,
                     help="DDIM stochasticity (ddpm: 0 deterministic, the default; 1 DDPM-like)")
     sm.add_argument("--device", default=None, help="device (default: the run's)")
+    cp = commands.add_parser(
+        "compare",
+        help="rank evaluated runs by held-out expected log predictive density (az.compare)",
+        description="Rank runs scored by `vi-models evaluate` on the same test data by their elpd "
+        "(the sum of per-observation held-out log-likelihoods), with standard errors of the "
+        "differences and stacking weights, through inference.compare.",
+    )
+    cp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more evaluated run directories")
+    cp.add_argument("--out", default=None, help="also write the table to this .csv file")
     dg = commands.add_parser("diagnose", help="ArviZ diagnostics of a run: k-hat, InferenceData file, plots")
     dg.add_argument("run_dir", help="a directory written by `vi-models fit`")
     dg.add_argument("--num-samples", type=_positive_int, default=500,
@@ -315,6 +328,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics["elbo_gap"] = metrics["test_log_likelihood"] - metrics["test_elbo"]
     metrics.update({"model": family.name, "data": source, "eval_seconds": time.perf_counter() - started})
     if args.data is None:
+        # Per-observation values for `vi-models compare` (elpd differences need them, not means).
+        import io
+
+        from .checkpoint import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.save(buffer, ll.detach().double().cpu().numpy())
+        atomic_write_bytes(run.path / LOG_LIKELIHOOD_FILE, buffer.getvalue())
         run.write_json("metrics.json", metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
@@ -408,13 +429,48 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .errors import ConfigError, RunDirectoryError
+    from .psis import compare
+    from .runs import RunDir
+
+    if len(args.run_dirs) < 2:
+        raise ConfigError(f"expected at least two run directories to compare, got {len(args.run_dirs)}")
+    scores: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    for run_dir in args.run_dirs:
+        run = RunDir.open(run_dir)
+        path = run.path / LOG_LIKELIHOOD_FILE
+        if not path.exists():
+            raise RunDirectoryError(
+                f"expected {LOG_LIKELIHOOD_FILE} in {str(run.path)!r}, got none; run `vi-models evaluate {run_dir}` first"
+            )
+        name = run.path.name if run.path.name not in scores else str(run.path)
+        scores[name] = np.load(path, allow_pickle=False)
+        sources[name] = str(run.read_json("metrics.json").get("data", "?"))
+    if len(set(sources.values())) > 1:
+        raise ConfigError(
+            "expected every run scored on the same test data, got "
+            + ", ".join(f"{name}: {src}" for name, src in sources.items())
+            + "; compare runs fitted to the same dataset"
+        )
+    table = compare(scores)
+    print(table.to_string())
+    if args.out is not None:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(args.out, table.to_csv())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vi-models`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from .errors import VIModelsError
 
-    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample, "diagnose": cmd_diagnose}
+    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample, "diagnose": cmd_diagnose,
+                "compare": cmd_compare}
     try:
         return handlers[args.command](args)
     except (VIModelsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
