@@ -87,7 +87,7 @@ class FlowEncoder(PyroModule):
 
     Samples ``LATENT`` inside ``pyro.plate(DATA_PLATE, B, dim=-1)`` with a
     ``TransformedDistribution`` of event shape ``(z_dim,)``, matching :class:`vi_models.VAE`
-    and :class:`vi_models.flows.FlowPriorVAE`. See the module docstring.
+    and :class:`vi_models.FlowPriorVAE`. See the module docstring.
 
     Parameters
     ----------

@@ -10,7 +10,9 @@ from .diffusion import DDPM
 from .diffusion_nets import TimeMLP, UNet
 from .diffusion_schedules import NoiseSchedule
 from .discrete_mixture import BernoulliMixture, CategoricalMixture
-from .flows import MAF, ActNorm, FlowPriorVAE, NormalizingFlow, RealNVP, SplineFlow
+from .flow_layers import ActNorm
+from .flow_prior_vae import FlowPriorVAE
+from .flows import MAF, NormalizingFlow, RealNVP, SplineFlow
 from .gan import GAN, NoDensityError
 from .inverse_cdf import inverse_cdf_model
 from .kde import KERNELS, KernelDensity, log_kernel_normalizer

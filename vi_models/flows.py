@@ -55,15 +55,12 @@ J. M. Tomczak and M. Welling, "VAE with a VampPrior", AISTATS 2018 (learned prio
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
-from pyro.distributions.torch_transform import TransformModule
 from pyro.distributions.transforms import (
     AffineAutoregressive,
     AffineCoupling,
@@ -83,13 +80,20 @@ from torch.distributions import (
 from inference._checks import check_choice, check_positive_int, resolve_device
 from inference.errors import ConfigError, DataError
 
+from .flow_layers import (
+    _IDENTITY_DERIVATIVE,
+    ActNorm,
+    _check_float,
+    _spline_identity_bias,
+    clear_transform_caches,
+    near_identity_,
+)
 from .nets import ActivationFactory, _check_dims, _make_activation, check_batch
-from .vae import DATA_PLATE, OBSERVED, VAE
+from .vae import DATA_PLATE, OBSERVED
 
 __all__ = [
     "MAF",
     "ActNorm",
-    "FlowPriorVAE",
     "NormalizingFlow",
     "RealNVP",
     "SplineFlow",
@@ -98,101 +102,6 @@ __all__ = [
 ]
 
 Domain = Literal["real", "unit"]
-
-
-def clear_transform_caches(module: nn.Module) -> None:
-    """Forget the cached ``(x, y)`` pair of every transform inside ``module``.
-
-    Pyro's transforms cache their last input/output and return the cached inverse when handed
-    the *same tensor object* again; after a parameter update that inverse is stale. Every
-    distribution a flow builds starts from cleared caches.
-    """
-    for sub in module.modules():
-        if isinstance(sub, Transform) and getattr(sub, "_cache_size", 0) == 1:
-            sub._cached_x_y = None, None
-
-
-#: Pre-softplus value giving a spline knot derivative of exactly 1 (Pyro adds a floor of 1e-3).
-_IDENTITY_DERIVATIVE = math.log(math.expm1(1.0 - 1e-3))
-#: Scale of the output layer of every conditioner network at construction.
-_OUTPUT_INIT_SCALE = 1e-2
-
-
-@torch.no_grad()
-def near_identity_(net: nn.Module, *, bias: Tensor | float = 0.0) -> nn.Module:
-    """Shrink the output layer of a conditioner network so that its layer starts near the identity.
-
-    Weights of the last layer (and of a MADE's skip layer) are scaled by 1e-2 rather than
-    zeroed, as in Glow's zero initialisation (Kingma & Dhariwal 2018, Sec. 3.3), so every
-    parameter still receives a gradient at the first step; the output bias is set to ``bias``.
-    A randomly initialised spline stack is otherwise so wiggly that its density has features
-    narrower than any grid and trains poorly.
-
-    Parameters
-    ----------
-    net
-        A Pyro ``DenseNN``/``AutoRegressiveNN`` (or conditional version): ``net.layers[-1]``
-        is its output layer.
-    bias
-        Output bias, a scalar or a tensor of the output size.
-
-    Returns
-    -------
-    nn.Module
-        ``net``, modified in place.
-    """
-    last = net.layers[-1]
-    last.weight.mul_(_OUTPUT_INIT_SCALE)
-    last.bias.copy_(torch.as_tensor(bias, dtype=last.bias.dtype).expand_as(last.bias))
-    skip = getattr(net, "skip_layer", None)
-    if skip is not None:
-        skip.weight.mul_(_OUTPUT_INIT_SCALE)
-    return net
-
-
-def _spline_identity_bias(rest: int, count_bins: int) -> Tensor:
-    """Output bias of a quadratic-spline conditioner giving equal bins and unit slopes (the identity)."""
-    return torch.cat([torch.zeros(2 * rest * count_bins), torch.full((rest * (count_bins - 1),), _IDENTITY_DERIVATIVE)])
-
-
-def _check_float(value: Any, name: str, *, low: float, high: float = math.inf, hint: str = "") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value < high):
-        span = f"in ({low}, {high})" if math.isfinite(high) else f"> {low}"
-        raise ConfigError(f"expected {name} to be a number {span}, got {value!r}{hint}")
-    return float(value)
-
-
-class ActNorm(TransformModule):
-    r"""Learned elementwise affine map ``y = x * exp(log_scale) + loc`` (Glow, Sec. 3.1).
-
-    ``log|det dy/dx| = sum_j log_scale_j``, the same for every ``x``. Starts as the identity;
-    :meth:`NormalizingFlow.initialize` sets it from data.
-
-    Parameters
-    ----------
-    dim
-        Size ``D`` of the last (event) dimension.
-    device, dtype
-        Where and in which dtype the parameters are created.
-    """
-
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
-    def __init__(self, dim: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
-        super().__init__(cache_size=1)
-        self.loc = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
-        self.log_scale = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
-
-    def _call(self, x: Tensor) -> Tensor:
-        return x * torch.exp(self.log_scale) + self.loc
-
-    def _inverse(self, y: Tensor) -> Tensor:
-        return (y - self.loc) * torch.exp(-self.log_scale)
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.log_scale.sum().expand(x.shape[:-1])
 
 
 class NormalizingFlow(PyroModule):
@@ -638,81 +547,3 @@ class MAF(NormalizingFlow):
         # AffineAutoregressive is IAF-shaped (parallel z -> x); its inverse is the MAF direction.
         return [layer.inv for layer in self.layers]
 
-
-class FlowPriorVAE(VAE):
-    r"""VAE whose prior ``p(z)`` is a normalizing flow learned with the decoder.
-
-    Generative story: ``z_i ~ p_psi(z)`` (a :class:`NormalizingFlow` over ``R^{z_dim}``,
-    default :class:`RealNVP`), ``x_i | z_i ~ p_theta(x | z_i)`` as in :class:`VAE`. A learned
-    prior tightens the ELBO's KL term ``KL(q(z|x) || p_psi(z))`` (Tomczak & Welling 2018;
-    Chen et al. 2017, "Variational Lossy Autoencoder", Sec. 3.2). The KL has no closed form:
-    ``loss="meanfield"`` falls back to the Monte-Carlo term, the same as ``loss="elbo"``.
-
-    Parameters
-    ----------
-    x_dim, z_dim, hidden_dims, likelihood
-        As for :class:`VAE` (``z_dim >= 2``).
-    prior_flow
-        A :class:`NormalizingFlow` with ``dim == z_dim`` and ``domain="real"``; default
-        ``RealNVP(z_dim, flow_layers, flow_hidden_dims)`` on the VAE's device and dtype.
-    flow_layers, flow_hidden_dims
-        Size of the default prior flow.
-    **vae_kwargs
-        Any other :class:`VAE` argument (``num_levels``, ``decoder``, ``device``, ``dtype``, ...).
-
-    Raises
-    ------
-    ConfigError
-        As for :class:`VAE`; a ``prior_flow`` of the wrong dimension or domain.
-
-    Examples
-    --------
-    >>> from guides import GaussianEncoder
-    >>> vae = FlowPriorVAE(6, 2, hidden_dims=(8,), flow_layers=2, flow_hidden_dims=(8,))
-    >>> loss = pyro.infer.Trace_ELBO().differentiable_loss(vae, GaussianEncoder(6, 2, (8,)), torch.randn(4, 6))
-    >>> vae.sample(3).shape
-    torch.Size([3, 6])
-    """
-
-    def __init__(
-        self,
-        x_dim: int | tuple[int, ...],
-        z_dim: int,
-        hidden_dims: Sequence[int] = (256, 256),
-        likelihood: Literal["gaussian", "bernoulli", "categorical"] = "gaussian",
-        *,
-        prior_flow: NormalizingFlow | None = None,
-        flow_layers: int = 4,
-        flow_hidden_dims: Sequence[int] = (64, 64),
-        **vae_kwargs: Any,
-    ) -> None:
-        super().__init__(x_dim, z_dim, hidden_dims, likelihood, **vae_kwargs)
-        if prior_flow is None:
-            if self.z_dim < 2:
-                raise ConfigError(f"expected z_dim >= 2 for a flow prior (coupling layers split z), got {self.z_dim}")
-            prior_flow = RealNVP(
-                self.z_dim, flow_layers, flow_hidden_dims, device=self.prior_loc.device, dtype=self.prior_loc.dtype
-            )
-        if not isinstance(prior_flow, NormalizingFlow) or prior_flow.dim != self.z_dim or prior_flow.domain != "real":
-            got = f"{type(prior_flow).__name__}(dim={getattr(prior_flow, 'dim', '?')}, domain={getattr(prior_flow, 'domain', '?')!r})"
-            raise ConfigError(
-                f"expected prior_flow to be a NormalizingFlow with dim=z_dim={self.z_dim} and domain='real', "
-                f"got {got}; build it as RealNVP({self.z_dim}, ...)"
-            )
-        self.prior_flow = prior_flow
-
-    def prior(self) -> dist.Distribution:
-        """The flow prior ``p_psi(z)``: batch shape ``()``, event shape ``(z_dim,)``."""
-        return self.prior_flow.distribution()
-
-    @torch.no_grad()
-    def sample(self, n: int, *, mean: bool = False, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``z ~ p_psi(z)``, then ``x ~ p_theta(x | z)`` (THEORY T26); see :meth:`VAE.sample`.
-
-        Returns
-        -------
-        Tensor
-            Shape ``(n, *data_shape)``.
-        """
-        z = self.prior_flow.sample(n, generator=generator)  # (n, z_dim)
-        return self._draw(self._decoder_output(z), mean, generator)

@@ -19,7 +19,8 @@ from guides import GaussianEncoder
 from guides.flow_encoder import FlowEncoder
 from inference import fit
 from inference.errors import ConfigError, DataError
-from vi_models.flows import MAF, FlowPriorVAE, NormalizingFlow, RealNVP, SplineFlow
+from vi_models.flow_prior_vae import FlowPriorVAE
+from vi_models.flows import MAF, NormalizingFlow, RealNVP, SplineFlow
 from vi_models.vae import DATA_PLATE, LATENT
 
 DIM = 3  # odd: the coupling halves differ in size
