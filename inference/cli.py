@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sampler steps (ddpm: DDIM steps S, 2 <= S <= T; implies --sampler ddim)")
     sm.add_argument("--eta", type=float, default=None,
                     help="DDIM stochasticity (ddpm: 0 deterministic, the default; 1 DDPM-like)")
+    sm.add_argument("--clip-x0", type=_positive_float, default=None,
+                    help="ddpm with ddim: clamp the standardised x_0 prediction to [-C, C] (diffusers' clip_sample)")
     sm.add_argument("--device", default=None, help="device (default: the run's)")
     cp = commands.add_parser(
         "compare",
@@ -352,7 +354,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # refuse options the family does not have before loading anything
     family_options = _family_options(
         get_family(_run_model_name(args.run_dir)), "sample_options",
-        {"sampler": args.sampler, "steps": args.steps, "eta": args.eta},
+        {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "clip_x0": args.clip_x0},
     )
     run, family, bundle, model, guide, config = _open_run(args.run_dir, args.device)
     out = Path(args.out) if args.out else run.path / "samples.png"

@@ -559,14 +559,18 @@ class DDPM(PyroModule):
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         use_ema: bool | None = None,
+        clip_x0: float | None = None,
     ) -> Tensor:
         """Draw ``n`` samples: ancestral (Algorithm 2, T network calls) or DDIM (``steps`` calls).
 
-        See :func:`vi_models.diffusion_sampling.sample`.
+        See :func:`vi_models.diffusion_sampling.sample` (``clip_x0``: DDIM's clamp of the
+        standardised x_0 prediction).
 
         Returns
         -------
         Tensor
             Shape ``(n, *data_shape)`` in the data's units.
         """
-        return diffusion_sampling.sample(self, n, sampler=sampler, steps=steps, eta=eta, generator=generator, use_ema=use_ema)
+        return diffusion_sampling.sample(
+            self, n, sampler=sampler, steps=steps, eta=eta, generator=generator, use_ema=use_ema, clip_x0=clip_x0
+        )

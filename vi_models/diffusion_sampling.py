@@ -23,6 +23,7 @@ ancestral sampler of the ``"fixed_small"`` model, draw for draw.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -128,10 +129,20 @@ def ddim_sample(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     use_ema: bool | None = None,
+    clip_x0: float | None = None,
 ) -> Tensor:
-    """DDIM (Song et al. 2021, eq. 12) on ``steps`` time steps. Returns standardised ``(n, *data_shape)``."""
+    """DDIM (Song et al. 2021, eq. 12) on ``steps`` time steps. Returns standardised ``(n, *data_shape)``.
+
+    ``clip_x0``: clamp the predicted (standardised) x_0 to ``[-clip_x0, clip_x0]`` and recompute
+    the noise from it (diffusers' ``clip_sample``). Near t = T the prediction
+    x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) divides the network's error by
+    sqrt(abar_T), which is ~5e-4 for the cosine schedule; the clamp keeps a coarse DDIM grid that
+    starts there from throwing samples far outside the data.
+    """
     if not (isinstance(eta, (int, float)) and eta >= 0):
         raise ConfigError(f"expected eta >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta!r}")
+    if clip_x0 is not None and not (isinstance(clip_x0, (int, float)) and math.isfinite(clip_x0) and clip_x0 > 0):
+        raise ConfigError(f"expected clip_x0 > 0 (a bound on the standardised x_0) or None, got {clip_x0!r}")
     s = model.schedule
     tau = ddim_timesteps(model.T, steps).tolist()
     y = _randn(model, (n, *model.data_shape), generator)
@@ -139,6 +150,9 @@ def ddim_sample(
         t, t_prev = tau[i], (tau[i - 1] if i > 0 else 0)
         ab_t, ab_prev = s.alphas_cumprod[t], s.alphas_cumprod[t_prev]
         eps, x0 = model.predict(y, torch.full((n,), t, device=y.device, dtype=torch.long), use_ema=use_ema)
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+            eps = (y - ab_t.sqrt() * x0) / (1 - ab_t).sqrt()  # the noise consistent with the clamped x_0
         sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))  # eq. (16)
         y = ab_prev.sqrt() * x0 + torch.sqrt((1 - ab_prev - sigma**2).clamp_min(0)) * eps
         if t_prev > 0 and eta > 0:
@@ -155,6 +169,7 @@ def sample(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     use_ema: bool | None = None,
+    clip_x0: float | None = None,
 ) -> Tensor:
     """``n`` samples of ``model`` in the data's units, shape ``(n, *data_shape)``.
 
@@ -174,6 +189,8 @@ def sample(
         Random generator on the model's device, for reproducible draws.
     use_ema
         Use the EMA weights (default: when the model keeps them).
+    clip_x0
+        DDIM only: clamp the standardised x_0 prediction (see :func:`ddim_sample`).
 
     Raises
     ------
@@ -188,7 +205,10 @@ def sample(
                 f"the ancestral sampler runs all T = {model.T} steps, got steps={steps}; "
                 "use sampler='ddim' for fewer steps"
             )
+        if clip_x0 is not None:
+            raise ConfigError("clip_x0 applies to sampler='ddim' only (the ancestral sampler uses the posterior mean)")
         y = ancestral_sample(model, n, generator=generator, use_ema=use_ema)
     else:
-        y = ddim_sample(model, n, steps=steps or min(model.T, 50), eta=eta, generator=generator, use_ema=use_ema)
+        y = ddim_sample(model, n, steps=steps or min(model.T, 50), eta=eta, generator=generator, use_ema=use_ema,
+                        clip_x0=clip_x0)
     return model.schedule.denormalise(y)

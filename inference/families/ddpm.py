@@ -60,7 +60,7 @@ class DDPMFamily(Family):
     #: ``vi-models evaluate --estimator`` values this family understands.
     estimators = ESTIMATORS
     #: ``vi-models sample`` options this family understands (others are refused by the CLI).
-    sample_options = ("sampler", "steps", "eta")
+    sample_options = ("sampler", "steps", "eta", "clip_x0")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("ddpm")
@@ -183,8 +183,11 @@ class DDPMFamily(Family):
             raise ConfigError("--eta applies to --sampler ddim only (the ancestral sampler's noise is fixed)")
         if eta is not None and not (math.isfinite(eta) and eta >= 0):
             raise ConfigError(f"expected --eta >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta}")
+        clip_x0 = options.get("clip_x0")
+        if clip_x0 is not None and sampler != "ddim":
+            raise ConfigError("--clip-x0 applies to --sampler ddim only")
         with torch.no_grad():
-            return model.sample(n, sampler=sampler, steps=steps, eta=0.0 if eta is None else float(eta))
+            return model.sample(n, sampler=sampler, steps=steps, eta=0.0 if eta is None else float(eta), clip_x0=clip_x0)
 
     def figures(self, model: Any, guide: Any, bundle: Any, config: dict[str, Any]) -> dict[str, Any]:
         from vi_models.diffusion_sampling import ancestral_trajectory

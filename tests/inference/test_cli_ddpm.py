@@ -72,6 +72,7 @@ def test_evaluate_with_each_estimator(moons_run, estimator, capsys):
     ([], {"sampler": "ancestral"}),
     (["--sampler", "ddim", "--steps", "10", "--eta", "0.5"], {"sampler": "ddim", "steps": 10, "eta": 0.5}),
     (["--steps", "7"], {"sampler": "ddim", "steps": 7, "eta": 0.0}),
+    (["--steps", "7", "--clip-x0", "0.5"], {"sampler": "ddim", "steps": 7, "eta": 0.0, "clip_x0": 0.5}),
 ])
 def test_sample_passes_the_sampler_options(moons_run, tmp_path, options, kwargs):
     out = tmp_path / "s.npy"
@@ -117,6 +118,8 @@ def kde_run(tmp_path_factory):
     ("ddpm", ["sample", "{run}", "--steps", "100"], "expected steps <= T = 60"),
     ("ddpm", ["sample", "{run}", "--eta", "-1"], "expected --eta >= 0"),
     ("ddpm", ["sample", "{run}", "--mean"], "--mean has no meaning for ddpm"),
+    ("ddpm", ["sample", "{run}", "--clip-x0", "1"], "--clip-x0 applies to --sampler ddim only"),
+    ("kde", ["sample", "{run}", "--clip-x0", "1"], "--clip-x0 is not an option of the kde family"),
     ("ddpm", ["evaluate", "{run}", "--estimator", "iwae"], "expected --estimator to be one of ode, vlb"),
     (None, ["fit", "ddpm", "--data", "digits-binary", "--out", "{tmp}/x"], "got the binary data"),
     (None, ["fit", "ddpm", "--data", "moons", "--out", "{tmp}/x", "--ema", "1.5"], "expected --ema in (0, 1)"),

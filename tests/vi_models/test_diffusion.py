@@ -400,3 +400,21 @@ def test_invalid_arguments_raise_clear_errors(float64):
         model()
     with pytest.raises(ConfigError, match="trace"):
         model.log_prob(data_for(model), trace="skilling")
+
+
+def test_ddim_clip_x0_bounds_the_samples_and_is_a_no_op_when_loose(float64):
+    # An untrained network from the cosine schedule's t = T: x_0 = (x_T - sqrt(1 - abar_T) eps) / sqrt(abar_T)
+    # amplifies its error by 1 / sqrt(abar_T), so a coarse DDIM grid throws samples far out; the clamp
+    # of x_0 (and the noise recomputed from it) keeps every step, and the last one is x_0 itself.
+    torch.manual_seed(0)
+    model = DDPM((2,), T=20, schedule="cosine").double()
+    draw = lambda **kw: model.sample(200, sampler="ddim", steps=5, generator=torch.Generator().manual_seed(1), **kw)
+    plain = draw()
+    assert plain.abs().max() > 10  # the blow-up the option exists for
+    torch.testing.assert_close(draw(clip_x0=1e9), plain, rtol=1e-4, atol=1e-4)
+    clipped = model.schedule.normalise(draw(clip_x0=0.5))
+    assert clipped.abs().max() <= 0.5 + 1e-12  # abar_0 = 1: the last DDIM step returns the clamped x_0
+    with pytest.raises(ConfigError, match="clip_x0"):
+        model.sample(3, sampler="ddim", steps=5, clip_x0=-1.0)
+    with pytest.raises(ConfigError, match="sampler='ddim' only"):
+        model.sample(3, clip_x0=1.0)
