@@ -66,3 +66,26 @@ def test_compare_needs_evaluated_runs_on_the_same_data(evaluated_runs, tmp_path,
     capsys.readouterr()
     assert run_cli("compare", str(evaluated_runs["one"]), str(bare)) == 2
     assert "same observations" in capsys.readouterr().err
+
+
+def test_compare_across_families(evaluated_runs, tmp_path, capsys):
+    # a VAE and a DDPM on the same file, ranked with the mixtures by their held-out elpd
+    data = str(tmp_path / "two.npy")
+    extra = {
+        "vae": ["--z-dim", "2", "--hidden-dims", "16", "--epochs", "2"],
+        "ddpm": ["--T", "60", "--hidden-dim", "16", "--num-blocks", "1", "--epochs", "1"],
+    }
+    runs = dict(evaluated_runs)
+    for family, options in extra.items():
+        out = tmp_path / family
+        assert run_cli("fit", family, "--data", data, "--out", str(out), "--no-progress", *options) == 0
+        assert run_cli("evaluate", str(out), "--num-samples", "20") == 0
+        runs[family] = out
+    capsys.readouterr()
+    assert run_cli("compare", *map(str, runs.values())) == 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in runs)
+    table = compare({name: np.load(out / LOG_LIKELIHOOD_FILE) for name, out in runs.items()})
+    assert table.index[0] == "two"  # the true mixture beats one epoch of either network
+    for name, out in runs.items():
+        assert table.loc[name, "elpd_loo"] == pytest.approx(np.load(out / LOG_LIKELIHOOD_FILE).sum())
