@@ -331,13 +331,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics.update({"model": family.name, "data": source, "eval_seconds": time.perf_counter() - started})
     if args.data is None:
         # Per-observation values for `vi-models compare` (elpd differences need them, not means).
-        import io
-
-        from .checkpoint import atomic_write_bytes
-
-        buffer = io.BytesIO()
-        np.save(buffer, ll.detach().double().cpu().numpy())
-        atomic_write_bytes(run.path / LOG_LIKELIHOOD_FILE, buffer.getvalue())
+        run.save_array(LOG_LIKELIHOOD_FILE, ll.detach().double().cpu().numpy())
         run.write_json("metrics.json", metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

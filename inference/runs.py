@@ -150,6 +150,19 @@ class RunDir:
         return path
 
 
+    def save_array(self, name: str, array: Any) -> Path:
+        """Save a numpy array (``.npy``) atomically; returns the path."""
+        import io
+
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array), allow_pickle=False)
+        path = self.path / name
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+
 def _default(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()

@@ -31,9 +31,6 @@ class Family:
     help: str = ""
     #: The estimator written to metrics.json ("iwae", "exact", "vlb", "ode", ...).
     estimator: str = "exact"
-    #: Whether the model is a Pyro model (with a guide or enumerated latents) that
-    #: ``vi-models diagnose`` can turn into InferenceData.
-    pyro_model: bool = True
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Family-specific options of ``vi-models fit NAME``."""

@@ -49,7 +49,6 @@ class FlowFamily(Family):
     name = "flow"
     help = "normalizing flow (RealNVP affine coupling, rational-quadratic spline coupling, or MAF); exact density"
     estimator = "exact"
-    pyro_model = False  # no latent sites: nothing for `diagnose` to approximate
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("flow")

@@ -25,7 +25,6 @@ class GANFamily(Family):
     name = "gan"
     help = "generative adversarial network / f-GAN (samples only; density estimated by a KDE on samples)"
     estimator = "kde-on-samples"
-    pyro_model = False
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("gan")

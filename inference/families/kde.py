@@ -16,7 +16,6 @@ class KDEFamily(Family):
     name = "kde"
     help = "kernel density estimation (Gaussian and other kernels; bandwidth by Scott, Silverman or CV)"
     estimator = "exact"
-    pyro_model = False
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("kde")

@@ -29,7 +29,6 @@ class MADEFamily(Family):
     name = "made"
     help = "MADE autoregressive density (categorical, Bernoulli or Gaussian-mixture conditionals); exact"
     estimator = "exact"
-    pyro_model = False  # no latent sites: nothing for `diagnose` to approximate
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("made")
