@@ -27,6 +27,7 @@ from .errors import (  # noqa: E402
 from .data import DataBundle, available_datasets, load_dataset  # noqa: E402
 from .em import EMResult, assignment_probs, fit_em  # noqa: E402
 from .fit import FitResult, fit  # noqa: E402
+from .batches import GaussianNoise  # noqa: E402
 from .diffusion_losses import DiffusionELBO, DiffusionObjective, fit_diffusion  # noqa: E402
 from .elbo_terms import ElboTerms, elbo_from_terms, elbo_terms  # noqa: E402
 from .adversarial import AdversarialResult, fit_adversarial, optimal_discriminator  # noqa: E402
@@ -51,6 +52,7 @@ from .psis import LooResult, PsisReport, compare, loo, pareto_smooth, psis_khat,
 __all__ = [
     "fit",
     "FitResult",
+    "GaussianNoise",
     "fit_em",
     "EMResult",
     "assignment_probs",

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from ._checks import as_data_tensor
 from .errors import DataError
 
-__all__ = ["as_tensors", "make_batches", "model_dtype", "TensorBatches", "LoaderBatches"]
+__all__ = ["GaussianNoise", "LoaderBatches", "TensorBatches", "as_tensors", "make_batches", "model_dtype"]
 
 
 def model_dtype(*modules: Any) -> torch.dtype:
@@ -36,7 +36,7 @@ def as_tensors(
     :class:`~torch.utils.data.TensorDataset`, or an object with a ``train`` tensor
     (a :class:`inference.data.DataBundle`).
     """
-    if hasattr(data, "train") and isinstance(getattr(data, "train"), torch.Tensor):
+    if hasattr(data, "train") and isinstance(data.train, torch.Tensor):
         data = data.train
     if isinstance(data, TensorDataset):
         data = tuple(data.tensors)
@@ -64,6 +64,65 @@ def as_tensors(
         f"expected {name} as a tensor, numpy array, tuple of them, torch Dataset or DataLoader, "
         f"got {type(data).__name__}"
     )
+
+
+class GaussianNoise:
+    r"""Batch transform ``x -> x + std * eps``, eps ~ N(0, I) fresh for every batch: noise regularisation.
+
+    Fitting a density to noisy copies of the training points fits ``p_hat * N(0, std^2 I)``,
+    the empirical distribution smoothed by a Gaussian kernel, in place of ``p_hat`` itself
+    (Rothfuss et al. 2019; Bishop 1995 for its equivalence to a smoothness penalty). A flexible
+    density (a normalizing flow, MADE) fitted by maximum likelihood to ~10^4 points otherwise
+    puts spikes on them: training log-likelihood climbs above the truth while held-out
+    log-likelihood falls. The price is a bias of order ``std^2`` (the model's density is the
+    smoothed one), so ``std`` should sit well below the data's own scale of detail; the
+    cross-validated bandwidth of a kernel density estimate on the same data is a good upper bound.
+
+    Pass it as ``inference.fit(..., batch_transform=GaussianNoise(std))``; ``std`` is in the
+    data's units and may be a scalar or a tensor broadcasting over a batch row (one per
+    coordinate). Validation and held-out data are left clean.
+
+    Parameters
+    ----------
+    std
+        Noise standard deviation, finite and ``>= 0`` (0 leaves the batch unchanged).
+
+    Raises
+    ------
+    ConfigError
+        ``std`` negative or not finite.
+
+    Examples
+    --------
+    >>> jitter = GaussianNoise(0.05)
+    >>> jitter(torch.zeros(3, 2)).shape
+    torch.Size([3, 2])
+
+    References
+    ----------
+    J. Rothfuss, F. Ferreira, S. Boehm, S. Walther, M. Ulrich, T. Asfour and A. Krause,
+    "Noise Regularization for Conditional Density Estimation", arXiv:1907.08982 (2019).
+    """
+
+    def __init__(self, std: float | torch.Tensor) -> None:
+        from .errors import ConfigError
+
+        value = torch.as_tensor(std, dtype=torch.float64)
+        if value.numel() == 0 or not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
+            raise ConfigError(
+                f"expected the noise std to be finite and >= 0, got {std!r}; "
+                "0 turns the noise off, and a few hundredths of the data's scale is typical"
+            )
+        self.std = std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device)
+        if not bool((std > 0).any()):
+            return x
+        return x + std * torch.randn_like(x)
+
+    def __repr__(self) -> str:
+        return f"GaussianNoise({self.std!r})"
 
 
 class TensorBatches:

@@ -160,6 +160,8 @@ def test_made_on_a_user_file_uses_gaussian_mixture_conditionals(npy_2d, tmp_path
         (["fit", "flow", "--data", "{npy}", "--num-layers", "0"], "--num-layers"),
         (["fit", "flow", "--data", "{npy}", "--flow", "spline", "--bound", "-1"], "--bound"),
         (["fit", "flow", "--data", "{col}"], "at least 2 dimensions"),
+        (["fit", "flow", "--data", "{npy}", "--noise-std", "-1"], "--noise-std"),
+        (["fit", "flow", "--data", "digits", "--noise-std", "0.1"], "dequantised"),
         (["fit", "made", "--data", "{npy}", "--conditional", "categorical"], "dequantised image data"),
         (["fit", "made", "--data", "digits", "--hidden-dims", "16"], "hidden width"),
         (["fit", "made", "--data", "{npy}", "--num-components", "0"], "--num-components"),
@@ -173,6 +175,20 @@ def test_bad_options_print_one_clear_line_and_exit_2(args, fragment, npy_2d, tmp
     assert code == 2, err
     assert err.startswith("vi-models: error:") and fragment in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # nothing written for a run that could not start
+
+
+def test_flow_with_noise_regularisation_records_it_and_stays_normalised(npy_2d, tmp_path):
+    out = tmp_path / "noisy"
+    assert run_cli("fit", "flow", "--data", str(npy_2d), "--out", str(out), "--noise-std", "0.05", *TINY_FLOW) == 0
+    model, config = reload(out, str(npy_2d))
+    assert config["model_config"]["noise_std"] == 0.05
+    with torch.no_grad():
+        model = model.double()
+        n, low, high = 400, -8.0, 8.0
+        step = (high - low) / n
+        centres = torch.linspace(low + step / 2, high - step / 2, n, dtype=torch.float64)
+        mass = model.log_prob(torch.cartesian_prod(centres, centres)).exp().sum() * step**2
+    assert abs(float(mass) - 1.0) < 5e-3
 
 
 def test_unknown_flow_kind_is_rejected_by_argparse(tmp_path, capsys):

@@ -20,6 +20,7 @@ from inference import (
     CheckpointError,
     ConfigError,
     DataError,
+    GaussianNoise,
     NonFiniteLossError,
     fit,
     linear_annealing,
@@ -247,3 +248,44 @@ def test_named_losses_run(loss):
     model, guide = _pair()
     result = fit(model, guide, _data(), loss=loss, num_particles=4, epochs=2, seed=0, progress=False)
     assert all(math.isfinite(v) for v in result.history["loss"])
+
+
+class _GaussianDensity(PyroModule):
+    """x ~ N(loc, scale^2 I): maximum likelihood has closed form (sample mean and variance)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.loc = PyroParam(torch.zeros(dim, dtype=torch.float64))
+        self.scale = PyroParam(torch.ones(dim, dtype=torch.float64), constraint=dist.constraints.positive)
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(self.loc, self.scale).to_event(1), obs=x)
+
+
+def test_gaussian_noise_fits_the_smoothed_empirical_distribution():
+    # Noise regularisation fits p_hat * N(0, std^2): for a Gaussian model the maximum-likelihood
+    # variance becomes the sample variance plus std^2 (per coordinate), the mean is unchanged.
+    pyro.enable_validation(True)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 2, generator=gen, dtype=torch.float64) * torch.tensor([0.5, 2.0], dtype=torch.float64) + 1.0
+    std = torch.tensor([0.3, 1.0], dtype=torch.float64)
+    model = _GaussianDensity(2)
+    fit(model, None, x, loss="elbo", epochs=150, batch_size=500, lr=0.05, seed=0, progress=False,
+        check_convergence=False, batch_transform=GaussianNoise(std),
+        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, 150))
+    target = (x.var(0, unbiased=False) + std**2).sqrt()
+    assert torch.allclose(model.scale.detach(), target, rtol=0.03), (model.scale, target)
+    assert torch.allclose(model.loc.detach(), x.mean(0), atol=0.05)
+
+
+def test_gaussian_noise_moments_and_errors():
+    x = torch.zeros(200_000, 2)
+    torch.manual_seed(0)
+    y = GaussianNoise(0.25)(x)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert float(y.mean()) == pytest.approx(0.0, abs=3e-3) and float(y.std()) == pytest.approx(0.25, rel=1e-2)
+    assert GaussianNoise(0.0)(x) is x
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="noise std"):
+            GaussianNoise(bad)
