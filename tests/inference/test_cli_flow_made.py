@@ -40,6 +40,14 @@ def reload(run_dir, data: str):
     return model.eval(), config
 
 
+def grid_mass(model, n: int = 400, low: float = -8.0, high: float = 8.0) -> torch.Tensor:
+    """Midpoint-rule integral of a 2-D density over [low, high]^2 (in float64)."""
+    model = model.double()
+    step = (high - low) / n
+    centres = torch.linspace(low + step / 2, high - step / 2, n, dtype=torch.float64)
+    return model.log_prob(torch.cartesian_prod(centres, centres)).exp().sum() * step**2
+
+
 @pytest.fixture(scope="module")
 def npy_2d(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "mine.npy"
@@ -64,11 +72,7 @@ def test_flow_on_a_user_file_is_a_normalised_density(kind, npy_2d, tmp_path, cap
     bundle = load_dataset(str(npy_2d))
     with torch.no_grad():
         assert float(model.log_prob(bundle.test).mean()) == pytest.approx(metrics["test_log_likelihood"], rel=1e-5)
-        model = model.double()
-        n, low, high = 400, -8.0, 8.0
-        step = (high - low) / n
-        centres = torch.linspace(low + step / 2, high - step / 2, n, dtype=torch.float64)
-        mass = model.log_prob(torch.cartesian_prod(centres, centres)).exp().sum() * step**2
+        mass = grid_mass(model)
     assert abs(float(mass) - 1.0) < 5e-3
     assert run_cli("sample", str(out), "-n", "7", "--out", str(tmp_path / "s.npy")) == 0
     samples = np.load(tmp_path / "s.npy")
@@ -183,11 +187,7 @@ def test_flow_with_noise_regularisation_records_it_and_stays_normalised(npy_2d, 
     model, config = reload(out, str(npy_2d))
     assert config["model_config"]["noise_std"] == 0.05
     with torch.no_grad():
-        model = model.double()
-        n, low, high = 400, -8.0, 8.0
-        step = (high - low) / n
-        centres = torch.linspace(low + step / 2, high - step / 2, n, dtype=torch.float64)
-        mass = model.log_prob(torch.cartesian_prod(centres, centres)).exp().sum() * step**2
+        mass = grid_mass(model)
     assert abs(float(mass) - 1.0) < 5e-3
 
 
