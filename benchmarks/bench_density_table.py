@@ -67,7 +67,9 @@ FLOW_BATCH = int(os.environ.get("BENCH_FLOW_BATCH", "512"))
 #: Noise regularisation of the toy flows: "kde" (3/4 of a KDE's cross-validated bandwidth), or a std.
 FLOW_NOISE = os.environ.get("BENCH_FLOW_NOISE", "kde")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "density_table.json"
-OURS = ("flow", "made", "kde", "gmm", "vae", "ddpm", "gan")
+OURS = ("flow", "flow-mixture", "made", "kde", "gmm", "vae", "ddpm", "gan")
+#: Our normalizing flows (Gaussian base, mixture base): the flow goals take the better of them.
+FLOW_MODELS = ("flow", "flow-mixture")
 PEERS_TOY = ("sklearn-kde", "sklearn-gmm")
 PEERS_DIGITS = ("sklearn-kde", "sklearn-gmm", "sklearn-pca", "em-categorical")
 
@@ -218,6 +220,29 @@ def run_flow(ctx: Context) -> dict[str, Any]:
     model.eval()
     log_q = chunked(model.log_prob, ctx.test)
     _, sample_s = timed(lambda: model.sample(N_SAMPLE))
+    return {"label": label, "config": config, "fit_s": fit_s, "sample_s": sample_s, "estimator": "exact",
+            **ctx.score(log_q, discrete=False)}
+
+
+def run_flow_mixture(ctx: Context) -> dict[str, Any]:
+    """The toy flow of :func:`run_flow` on a learned 16-component Gaussian-mixture base (EM start)."""
+    from inference import GaussianNoise
+    from vi_models import SplineFlow
+
+    if not ctx.toy:
+        raise ValueError("the mixture-base flow is benchmarked on the 2-D toys only")
+    std = flow_noise_std(ctx.train) if FLOW_NOISE == "kde" else float(FLOW_NOISE)
+    torch.manual_seed(0)
+    model = SplineFlow(2, 4, (64, 64), count_bins=12, base="mixture", num_components=16).initialize(ctx.train)
+    fit_s = budget_fit(model, None, ctx.train, FLOW_SECONDS, loss="elbo", batch_size=FLOW_BATCH, lr=3e-3,
+                       optimizer=adamw(3e-3, 1e-4), clip_norm=5.0,
+                       batch_transform=GaussianNoise(std) if std > 0 else None)
+    model.eval()
+    log_q = chunked(model.log_prob, ctx.test)
+    _, sample_s = timed(lambda: model.sample(N_SAMPLE))
+    label = f"SplineFlow on a 16-component mixture base (EM start), noise std {std:.3f}"
+    config = (f"{FLOW_SECONDS:.0f} s budget, batch {FLOW_BATCH}, AdamW 3e-3, cosine; base initialised by EM on the "
+              "standardised data; noise at 3/4 of the KDE's CV bandwidth")
     return {"label": label, "config": config, "fit_s": fit_s, "sample_s": sample_s, "estimator": "exact",
             **ctx.score(log_q, discrete=False)}
 
@@ -474,12 +499,12 @@ def run_em_categorical(ctx: Context) -> dict[str, Any]:
 
 
 RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "flow": run_flow, "made": run_made, "kde": run_kde, "gmm": run_gmm, "vae": run_vae, "ddpm": run_ddpm,
+    "flow": run_flow, "flow-mixture": run_flow_mixture, "made": run_made, "kde": run_kde, "gmm": run_gmm, "vae": run_vae, "ddpm": run_ddpm,
     "gan": run_gan, "sklearn-kde": run_sklearn_kde, "sklearn-gmm": run_sklearn_gmm, "sklearn-pca": run_sklearn_pca,
     "em-categorical": run_em_categorical,
 }
 #: Order of the runs per dataset: the flow and the peers first (the goals need them), the rest after.
-ORDER_TOY = ("flow", *PEERS_TOY, "kde", "gmm", "made", "vae", "gan", "ddpm")
+ORDER_TOY = ("flow", "flow-mixture", *PEERS_TOY, "kde", "gmm", "made", "vae", "gan", "ddpm")
 ORDER_DIGITS = ("made", *PEERS_DIGITS, "gmm", "kde", "flow", "vae", "gan", "ddpm")
 
 
@@ -502,8 +527,11 @@ def summarize(rows: dict[str, Any]) -> dict[str, Any]:
             best_peer = min(peers, key=peers.get)
             entry.update(best_peer=best_peer, best_peer_value=peers[best_peer],
                          ours_beats_every_peer=ours[best_ours] < peers[best_peer])
-        if name in FLOW_GOALS and "flow" in ours:
-            entry.update(flow_goal=FLOW_GOALS[name], flow_goal_met=ours["flow"] <= FLOW_GOALS[name])
+        flows = {m: v for m, v in ours.items() if m in FLOW_MODELS}
+        if name in FLOW_GOALS and flows:
+            best_flow = min(flows, key=flows.get)
+            entry.update(flow_goal=FLOW_GOALS[name], flow_goal_met=flows[best_flow] <= FLOW_GOALS[name],
+                         best_flow=best_flow, flow_values=flows)
         if name == "digits":
             entry.update(goal=DIGITS_GOAL, goal_met=ours[best_ours] <= DIGITS_GOAL)
         out[name] = entry
@@ -535,8 +563,9 @@ def markdown(table: dict[str, Any]) -> str:
         lines += ["\n### Goals\n", "| dataset | goal | figure | verdict |", "|---|---|---|---|"]
         for name, s in summary.items():
             if "flow_goal" in s:
-                lines.append(f"| {name} | flow KL <= {s['flow_goal']} | {rows[name + '/flow']['value']:.4f} "
-                             f"| {'met' if s['flow_goal_met'] else '**missed**'} |")
+                figures = "; ".join(f"{m} {v:.4f}" for m, v in s["flow_values"].items())
+                lines.append(f"| {name} | flow KL <= {s['flow_goal']} | {figures} "
+                             f"| {'met' if s['flow_goal_met'] else '**missed**'} ({s['best_flow']}) |")
             if "goal" in s:
                 lines.append(f"| {name} | best of ours <= {s['goal']} bits/dim | {s['best_ours_value']:.4f} ({s['best_ours']}) "
                              f"| {'met' if s['goal_met'] else '**missed**'} |")

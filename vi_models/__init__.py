@@ -10,6 +10,7 @@ from .diffusion import DDPM
 from .diffusion_nets import TimeMLP, UNet
 from .diffusion_schedules import NoiseSchedule
 from .discrete_mixture import BernoulliMixture, CategoricalMixture
+from .flow_bases import GaussianMixtureBase
 from .flow_layers import ActNorm
 from .flow_prior_vae import FlowPriorVAE
 from .flows import MAF, NormalizingFlow, RealNVP, SplineFlow
@@ -48,6 +49,7 @@ __all__ = [
     "SplineFlow",
     "MAF",
     "ActNorm",
+    "GaussianMixtureBase",
     "FlowPriorVAE",
     "MADE",
     "AutoregressiveDistribution",

@@ -4,7 +4,8 @@ Generative story, for each observation ``i`` of the plate ``"data"`` (``D = dim`
 
 .. code-block:: text
 
-    z_i ~ p_0(z) = N(0, I_D)                                   base distribution (buffers)
+    z_i ~ p_0(z) = N(0, I_D)                                   base distribution (buffers), or a
+                                                               learned Gaussian mixture (base="mixture")
     x_i = f(z_i) = a o f_K o ... o f_1 (z_i)                   K invertible layers, then ActNorm a
                                                                (and a logistic squash for domain="unit")
 
@@ -80,6 +81,7 @@ from torch.distributions import (
 from inference._checks import check_choice, check_positive_int, resolve_device
 from inference.errors import ConfigError, DataError
 
+from .flow_bases import BaseName, GaussianMixtureBase
 from .flow_layers import (
     _IDENTITY_DERIVATIVE,
     ActNorm,
@@ -122,6 +124,12 @@ class NormalizingFlow(PyroModule):
     alpha
         Margin of the ``"unit"`` squash, in ``(0, 0.5)``: the support is
         ``(-alpha, 1 - alpha) / (1 - 2 alpha)``, slightly wider than ``[0, 1)``.
+    base
+        ``"normal"``: ``p_0 = N(0, I)`` (buffers). ``"mixture"``: a learned diagonal Gaussian
+        mixture with ``num_components`` components (:class:`~vi_models.flow_bases.GaussianMixtureBase`),
+        trained with the layers; :meth:`initialize` starts it from EM on the data.
+    num_components
+        Components of the ``"mixture"`` base (ignored for ``"normal"``).
     device, dtype
         Where and in which floating dtype parameters and buffers live (default CPU and
         ``torch.get_default_dtype()``); ``.to(...)`` moves them later.
@@ -140,6 +148,8 @@ class NormalizingFlow(PyroModule):
         *,
         domain: Domain = "real",
         alpha: float = 0.05,
+        base: BaseName = "normal",
+        num_components: int = 8,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -151,6 +161,9 @@ class NormalizingFlow(PyroModule):
         # p_0(z) = N(0, I): buffers, so the base follows .to(device/dtype) with the parameters.
         self.register_buffer("base_loc", torch.zeros(self._dim, **self._factory), persistent=False)
         self.register_buffer("base_scale", torch.ones(self._dim, **self._factory), persistent=False)
+        self.base_name = check_choice(base, "base", ("normal", "mixture"))
+        if self.base_name == "mixture":
+            self.base_mixture = GaussianMixtureBase(self._dim, num_components, **self._factory)
         self.layers = nn.ModuleList()
         self.actnorm = ActNorm(self._dim, **self._factory)
 
@@ -189,7 +202,9 @@ class NormalizingFlow(PyroModule):
         return ComposeTransform([*self._steps(), self.actnorm, *self._squash()])
 
     def base(self) -> dist.Distribution:
-        """``p_0 = N(0, I_D)``: batch shape ``()``, event shape ``(D,)``."""
+        """``p_0``: ``N(0, I_D)`` or the learned mixture; batch shape ``()``, event shape ``(D,)``."""
+        if self.base_name == "mixture":
+            return self.base_mixture.distribution()
         return dist.Normal(self.base_loc, self.base_scale).to_event(1)
 
     def distribution(self) -> dist.TransformedDistribution:
@@ -198,7 +213,7 @@ class NormalizingFlow(PyroModule):
         return dist.TransformedDistribution(self.base(), [*self._steps(), self.actnorm, *self._squash()])
 
     def extra_repr(self) -> str:
-        return f"dim={self._dim}, num_layers={len(self.layers)}, domain={self.domain!r}"
+        return f"dim={self._dim}, num_layers={len(self.layers)}, domain={self.domain!r}, base={self.base_name!r}"
 
     # ------------------------------------------------------------------ density and samples
 
@@ -252,6 +267,8 @@ class NormalizingFlow(PyroModule):
             Shape ``(n, D)``.
         """
         n = check_positive_int(n, "n")
+        if self.base_name == "mixture":
+            return self.transform()(self.base_mixture.sample(n, generator))
         z = torch.randn(n, self._dim, generator=generator, device=self.base_loc.device, dtype=self.base_loc.dtype)
         return self.transform()(z * self.base_scale + self.base_loc)
 
@@ -296,7 +313,9 @@ class NormalizingFlow(PyroModule):
 
         Sets ``loc`` and ``log_scale`` so that the data, mapped back through the squash
         (``domain="unit"``), have mean 0 and standard deviation 1 per dimension under ActNorm's
-        inverse. Optional; call it once before fitting.
+        inverse. With ``base="mixture"`` it then fits the base mixture by EM to the data mapped
+        back to the base space, so the flow starts as that mixture. Optional; call it once
+        before fitting.
 
         Parameters
         ----------
@@ -317,6 +336,8 @@ class NormalizingFlow(PyroModule):
         std = u.std(0).clamp_min(1e-3)
         self.actnorm.loc.copy_(u.mean(0))
         self.actnorm.log_scale.copy_(std.log())
+        if self.base_name == "mixture":
+            self.base_mixture.initialize(self.transform().inv(x))
         return self
 
 
@@ -394,10 +415,13 @@ class RealNVP(_CouplingFlow):
         activation: ActivationFactory = nn.ReLU,
         domain: Domain = "real",
         alpha: float = 0.05,
+        base: BaseName = "normal",
+        num_components: int = 8,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(dim, num_layers, permutation, domain=domain, alpha=alpha, device=device, dtype=dtype)
+        super().__init__(dim, num_layers, permutation, domain=domain, alpha=alpha, base=base,
+                         num_components=num_components, device=device, dtype=dtype)
         hidden = list(_check_dims(hidden_dims, "hidden_dims", allow_empty=False))
         d = self._dim // 2
         for _ in range(self._num_layers):
@@ -454,10 +478,13 @@ class SplineFlow(_CouplingFlow):
         activation: ActivationFactory = nn.ReLU,
         domain: Domain = "real",
         alpha: float = 0.05,
+        base: BaseName = "normal",
+        num_components: int = 8,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(dim, num_layers, permutation, domain=domain, alpha=alpha, device=device, dtype=dtype)
+        super().__init__(dim, num_layers, permutation, domain=domain, alpha=alpha, base=base,
+                         num_components=num_components, device=device, dtype=dtype)
         hidden = list(_check_dims(hidden_dims, "hidden_dims", allow_empty=False))
         self.count_bins = check_positive_int(count_bins, "count_bins", minimum=2)
         self.bound = _check_float(bound, "bound", low=0.0)
@@ -526,10 +553,13 @@ class MAF(NormalizingFlow):
         activation: ActivationFactory = nn.ReLU,
         domain: Domain = "real",
         alpha: float = 0.05,
+        base: BaseName = "normal",
+        num_components: int = 8,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(dim, domain=domain, alpha=alpha, device=device, dtype=dtype)
+        super().__init__(dim, domain=domain, alpha=alpha, base=base, num_components=num_components, device=device,
+                         dtype=dtype)
         num_layers = check_positive_int(num_layers, "num_layers")
         hidden = list(_check_dims(hidden_dims, "hidden_dims", allow_empty=False))
         if min(hidden) < self._dim:

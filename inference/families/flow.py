@@ -33,7 +33,7 @@ def check_flow_config(config: dict[str, Any], dim: int) -> None:
     Raises:
         ConfigError: a non-positive size, or data with fewer than 2 dimensions.
     """
-    for key in ("num_layers", "count_bins"):
+    for key in ("num_layers", "count_bins", "num_components"):
         if key in config and (not isinstance(config[key], int) or config[key] < 1):
             raise ConfigError(f"expected --{key.replace('_', '-')} to be a whole number >= 1, got {config[key]!r}")
     if any(h < 1 for h in config.get("hidden_dims", [])):
@@ -65,6 +65,11 @@ class FlowFamily(Family):
         group.add_argument("--bound", type=float, default=4.0, help="half-width of the spline box (spline only)")
         group.add_argument("--weight-decay", type=float, default=None,
                            help="AdamW decoupled weight decay (default 1e-2 on dequantised images, 1e-4 otherwise)")
+        group.add_argument("--base", choices=("normal", "mixture"), default="normal",
+                           help="base distribution: normal (N(0, I); default) or mixture (a learned diagonal "
+                                "Gaussian mixture started from EM on the data; for well-separated modes)")
+        group.add_argument("--num-components", type=int, default=8,
+                           help="components of the mixture base (--base mixture; default 8)")
         group.add_argument("--noise-std", type=float, default=0.0,
                            help="noise regularisation: Gaussian noise of this std (data units) added to every "
                                 "training batch, fresh each time (inference.GaussianNoise); curbs overfitting of "
@@ -73,7 +78,7 @@ class FlowFamily(Family):
     def config_from_args(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"flow": args.flow, "num_layers": args.num_layers, "hidden_dims": args.hidden_dims,
                 "count_bins": args.count_bins, "bound": args.bound, "weight_decay": args.weight_decay,
-                "noise_std": args.noise_std}
+                "noise_std": args.noise_std, "base": args.base, "num_components": args.num_components}
 
     def build(self, config: dict[str, Any], bundle: Any, device: torch.device) -> tuple[Any, Any]:
         from vi_models import MAF, RealNVP, SplineFlow
@@ -100,7 +105,11 @@ class FlowFamily(Family):
                 "its training batches already get fresh uniform noise inside each level; drop --noise-std"
             )
         domain = "unit" if bundle.kind == "dequantized" else "real"
-        common = {"domain": domain, "device": device, "dtype": bundle.train.dtype}
+        base = config.get("base", "normal")
+        if base not in ("normal", "mixture"):
+            raise ConfigError(f"expected --base normal or mixture, got {base!r}")
+        common = {"domain": domain, "device": device, "dtype": bundle.train.dtype, "base": base,
+                  "num_components": config.get("num_components", 8)}
         hidden = tuple(config["hidden_dims"])
         permutation = "reverse" if dim <= 2 else "random"
         if kind == "realnvp":

@@ -166,6 +166,7 @@ def test_made_on_a_user_file_uses_gaussian_mixture_conditionals(npy_2d, tmp_path
         (["fit", "flow", "--data", "{col}"], "at least 2 dimensions"),
         (["fit", "flow", "--data", "{npy}", "--noise-std", "-1"], "--noise-std"),
         (["fit", "flow", "--data", "digits", "--noise-std", "0.1"], "dequantised"),
+        (["fit", "flow", "--data", "{npy}", "--base", "mixture", "--num-components", "0"], "--num-components"),
         (["fit", "made", "--data", "{npy}", "--conditional", "categorical"], "dequantised image data"),
         (["fit", "made", "--data", "digits", "--hidden-dims", "16"], "hidden width"),
         (["fit", "made", "--data", "{npy}", "--num-components", "0"], "--num-components"),
@@ -181,12 +182,25 @@ def test_bad_options_print_one_clear_line_and_exit_2(args, fragment, npy_2d, tmp
     assert not (tmp_path / "run").exists()  # nothing written for a run that could not start
 
 
-def test_flow_with_noise_regularisation_records_it_and_stays_normalised(npy_2d, tmp_path):
-    out = tmp_path / "noisy"
-    assert run_cli("fit", "flow", "--data", str(npy_2d), "--out", str(out), "--noise-std", "0.05", *TINY_FLOW) == 0
+@pytest.mark.theory("T22")
+@pytest.mark.parametrize(
+    "options,recorded",
+    [
+        (["--noise-std", "0.05"], {"noise_std": 0.05, "base": "normal"}),
+        (["--base", "mixture", "--num-components", "4"], {"base": "mixture", "num_components": 4}),
+    ],
+    ids=["noise", "mixture-base"],
+)
+def test_flow_options_are_recorded_and_the_density_stays_normalised(options, recorded, npy_2d, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("fit", "flow", "--data", str(npy_2d), "--out", str(out), *options, *TINY_FLOW) == 0
+    assert run_cli("evaluate", str(out)) == 0
     model, config = reload(out, str(npy_2d))
-    assert config["model_config"]["noise_std"] == 0.05
+    assert {k: config["model_config"][k] for k in recorded} == recorded
+    metrics = json.loads((out / "metrics.json").read_text())
     with torch.no_grad():
+        bundle = load_dataset(str(npy_2d))
+        assert float(model.log_prob(bundle.test).mean()) == pytest.approx(metrics["test_log_likelihood"], rel=1e-5)
         mass = grid_mass(model)
     assert abs(float(mass) - 1.0) < 5e-3
 

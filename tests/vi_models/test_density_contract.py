@@ -90,6 +90,10 @@ FAMILIES: dict[str, Family] = {
     ),
     "spline": Family(lambda dt: _nudge(SplineFlow(2, 2, **SMALL, dtype=dt)), _real2d, grid=(-9.0, 9.0)),
     "maf": Family(lambda dt: _nudge(MAF(2, 3, **SMALL, dtype=dt)), _real2d, grid=(-9.0, 9.0)),
+    "spline-mixture-base": Family(
+        lambda dt: _nudge(SplineFlow(2, 2, **SMALL, base="mixture", num_components=3, dtype=dt)), _real2d,
+        grid=(-9.0, 9.0),
+    ),
     "made-gaussian-mixture": Family(
         lambda dt: _nudge(MADE(2, (16, 16), conditional="gaussian_mixture", num_components=3, dtype=dt)),
         _real2d,

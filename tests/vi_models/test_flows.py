@@ -245,3 +245,69 @@ def test_flow_encoder_validation_errors() -> None:
     guide = FlowEncoder(6, 2, (8,), 1, (8,), num_levels=5)
     with pytest.raises(DataError, match=r"\[0, 1\)"):
         guide(torch.full((2, 6), 2.0))
+
+
+# ---------------------------------------------------------------------- the mixture base
+
+
+def _mixture_log_prob(flow: NormalizingFlow, z: torch.Tensor) -> torch.Tensor:
+    """log sum_k pi_k prod_j N(z_j; mu_kj, sigma_kj^2), written out from the base's parameters."""
+    base = flow.base_mixture
+    log_w = torch.log_softmax(base.logits, 0)
+    comp = torch.distributions.Normal(base.means, base.log_scales.exp()).log_prob(z.unsqueeze(-2)).sum(-1)
+    return torch.logsumexp(log_w + comp, -1)
+
+
+@pytest.mark.theory("T22")
+@pytest.mark.parametrize("cls", [RealNVP, SplineFlow, MAF])
+def test_mixture_base_log_prob_is_change_of_variables(cls) -> None:
+    """log p(x) = log p_0(f^-1(x)) - log|det df/dz| with the mixture density written out by hand."""
+    torch.manual_seed(0)
+    flow = cls(DIM, 2, (16,), base="mixture", num_components=4, dtype=torch.float64)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = flow.sample(8, generator=torch.Generator().manual_seed(1))
+    z = flow.transform().inv(x.clone())
+    expected = _mixture_log_prob(flow, z) - autograd_log_det(flow.transform(), z)
+    torch.testing.assert_close(flow.log_prob(x), expected)
+    # every parameter of the base gets a gradient
+    flow.log_prob(x).sum().backward()
+    base = flow.base_mixture
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in (base.logits, base.means, base.log_scales))
+
+
+def test_mixture_base_initialize_starts_from_the_em_fit() -> None:
+    """After initialize, the flow's density is the diagonal mixture EM finds for the standardised
+    data (checked against scikit-learn's GaussianMixture on the same points), and its samples
+    have that mixture's mean."""
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-4.0, 0.0], [4.0, 1.0], [0.0, 6.0]], dtype=torch.float64)
+    scales = torch.tensor([[0.5, 1.0], [1.0, 0.3], [0.7, 0.7]], dtype=torch.float64)
+    k = torch.randint(0, 3, (3000,), generator=gen)
+    x = centres[k] + scales[k] * torch.randn(3000, 2, generator=gen, dtype=torch.float64)
+    torch.manual_seed(0)
+    flow = SplineFlow(2, 2, (16,), base="mixture", num_components=3, dtype=torch.float64).initialize(x)
+    u = flow.transform().inv(x.clone()).detach()  # the data in base space
+    sk = SkGaussianMixture(3, covariance_type="diag", random_state=0, tol=1e-10, max_iter=1000).fit(u.numpy())
+    with torch.no_grad():
+        ours = flow.log_prob(x)
+        change_of_variables = ours - flow.base().log_prob(u)  # -log|det df/dz|: ActNorm and near-identity layers
+    expected = torch.from_numpy(sk.score_samples(u.numpy())) + change_of_variables
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    assert float(change_of_variables.std()) < 0.05  # the layers start close to the identity
+    samples = flow.sample(200_000, generator=torch.Generator().manual_seed(1))
+    mean_u = torch.from_numpy(sk.weights_ @ sk.means_)
+    expected_mean = flow.transform()(mean_u.unsqueeze(0)).squeeze(0).detach()
+    torch.testing.assert_close(samples.mean(0), expected_mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(flow.sample(5, generator=torch.Generator().manual_seed(2)),
+                               flow.sample(5, generator=torch.Generator().manual_seed(2)))
+
+
+def test_mixture_base_validation_errors() -> None:
+    with pytest.raises(ConfigError, match="base"):
+        SplineFlow(2, base="student")
+    with pytest.raises(ConfigError, match="num_components"):
+        RealNVP(2, base="mixture", num_components=0)
