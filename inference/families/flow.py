@@ -17,8 +17,8 @@ import torch
 
 from ..batches import GaussianNoise
 from ..errors import ConfigError
-from ..fit import fit
-from . import Family, register
+from . import register
+from .exact import ExactDensityFamily
 from .vae import _fresh_dequantisation
 
 #: ``--flow`` choices and the classes of :mod:`vi_models.flows` they build.
@@ -45,13 +45,11 @@ def check_flow_config(config: dict[str, Any], dim: int) -> None:
         )
 
 
-class FlowFamily(Family):
+class FlowFamily(ExactDensityFamily):
     """Normalizing flow fitted by maximum likelihood; exact log-density by change of variables."""
 
     name = "flow"
     help = "normalizing flow (RealNVP affine coupling, rational-quadratic spline coupling, or MAF); exact density"
-    estimator = "exact"
-
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("flow")
         group.add_argument("--flow", choices=FLOW_KINDS, default="spline",
@@ -129,31 +127,11 @@ class FlowFamily(Family):
         dequantized = bundle.kind == "dequantized"
         decay = config.get("weight_decay")
         decay = (1e-2 if dequantized else 1e-4) if decay is None else float(decay)
-        lr, epochs = fit_options["lr"], fit_options["epochs"]
-        options = dict(fit_options)
-        validation = options.pop("validation_data", None)
-        result = fit(
-            model, None, x, loss="elbo",
-            optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=decay),
-            scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs),
-            clip_norm=5.0,  # exp(s) of an affine coupling can overflow mid-run otherwise
-            batch_transform=_batch_transform(bundle, float(config.get("noise_std", 0.0))),
-            validation_data=None if validation is None else validation.reshape(validation.shape[0], -1),
-            checkpoint_dir=run.path, check_convergence=False, **options,
-        )
-        return result.history
-
-    def log_likelihood(self, model: Any, guide: Any, data: torch.Tensor, config: dict[str, Any],
-                       *, num_samples: int) -> torch.Tensor:
-        x = data.reshape(data.shape[0], -1)
-        with torch.no_grad():
-            return torch.cat([model.log_prob(chunk) for chunk in x.split(10_000)])
+        return self.fit_exact(model, x, run=run, fit_options=fit_options, weight_decay=decay,
+                              batch_transform=_batch_transform(bundle, float(config.get("noise_std", 0.0))))
 
     def is_discrete(self, model: Any) -> bool:
         return False  # a density: on dequantised data bits/dim is the dequantisation bound
-
-    def sample(self, model: Any, guide: Any, n: int, config: dict[str, Any], **options: Any) -> torch.Tensor:
-        return model.sample(n).reshape(n, *config.get("data_shape", [model.dim]))
 
 
 def _batch_transform(bundle: Any, noise_std: float) -> Any:

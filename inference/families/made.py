@@ -16,19 +16,18 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..fit import fit
-from . import Family, register
+from . import register
+from .exact import ExactDensityFamily
 
 #: The conditional chosen by ``--conditional auto`` for each kind of data.
 CONDITIONAL_FOR_KIND = {"dequantized": "categorical", "binary": "bernoulli", "continuous": "gaussian_mixture"}
 
 
-class MADEFamily(Family):
+class MADEFamily(ExactDensityFamily):
     """Masked autoregressive density estimator; exact log-likelihood, ancestral sampling."""
 
     name = "made"
     help = "MADE autoregressive density (categorical, Bernoulli or Gaussian-mixture conditionals); exact"
-    estimator = "exact"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("made")
@@ -79,27 +78,8 @@ class MADEFamily(Family):
     def train(self, model: Any, guide: Any, bundle: Any, config: dict[str, Any], *, run: Any,
               fit_options: dict[str, Any]) -> dict[str, list[float]]:
         x = bundle.train.reshape(bundle.train.shape[0], -1)
-        lr, epochs, decay = fit_options["lr"], fit_options["epochs"], float(config.get("weight_decay", 1e-2))
-        options = dict(fit_options)
-        validation = options.pop("validation_data", None)
-        result = fit(
-            model, None, x, loss="elbo",
-            optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=decay),
-            scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs),
-            clip_norm=5.0,
-            validation_data=None if validation is None else validation.reshape(validation.shape[0], -1),
-            checkpoint_dir=run.path, check_convergence=False, **options,
-        )
-        return result.history
-
-    def log_likelihood(self, model: Any, guide: Any, data: torch.Tensor, config: dict[str, Any],
-                       *, num_samples: int) -> torch.Tensor:
-        x = data.reshape(data.shape[0], -1)
-        with torch.no_grad():
-            return torch.cat([model.log_prob(chunk) for chunk in x.split(10_000)])
-
-    def sample(self, model: Any, guide: Any, n: int, config: dict[str, Any], **options: Any) -> torch.Tensor:
-        return model.sample(n).reshape(n, *config.get("data_shape", [model.dim]))
+        return self.fit_exact(model, x, run=run, fit_options=fit_options,
+                              weight_decay=float(config.get("weight_decay", 1e-2)))
 
 
 register(MADEFamily())
