@@ -24,6 +24,7 @@ Everything is fitted through the package's engine (``inference.fit`` via
     BENCH_TEST=20000 python benchmarks/bench_diffusion.py         # fewer fresh test samples (default 100k)
     BENCH_TOY_EPOCHS=300 BENCH_TOY_BATCH=512 BENCH_DIGIT_EPOCHS=200 ...   # shorter training
     BENCH_DIGIT_SAMPLES=200 ...                                   # fewer digit samples per sampler
+    BENCH_ONLY=speed BENCH_SPEED_CONFIGS=0 ...                    # step time of the first network only
 
 ``gap`` needs the trained models: the moons row comes with ``toys``, the digits row with
 ``digits``.
@@ -56,6 +57,7 @@ from vi_models.optimal_denoiser import OptimalDenoiser
 QUICK = bool(os.environ.get("BENCH_QUICK"))
 LEAN = bool(os.environ.get("BENCH_LEAN"))  # smaller peer grids and bound sample (a busy machine)
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+SPEED_CONFIGS = set(filter(None, os.environ.get("BENCH_SPEED_CONFIGS", "").split(",")))  # e.g. "0,1" of bench_speed
 GOALS = {"8gaussians": 0.01, "moons": 0.01, "swissroll": 0.02, "pinwheel": 0.03, "2spirals": 0.04,
          "checkerboard": 0.10, "circles": None}  # circles: no goal in the issue, compared with the peers only
 TOYS = [n for n in os.environ.get("BENCH_TOYS", ",".join(GOALS)).split(",") if n]
@@ -305,16 +307,19 @@ def hand_epoch(m: DDPM, opt: torch.optim.Optimizer, y0_all: torch.Tensor, batch:
         opt.zero_grad(set_to_none=True)
 
 
-def time_steps(model: DDPM, data: torch.Tensor, batch: int, epochs: int, rounds: int) -> tuple[float, float]:
-    """Median ms per step: inference.fit (L_simple through the model/guide pair) vs a hand loop."""
-    fit_ms, torch_ms = [], []
+def time_steps(model: DDPM, data: torch.Tensor, batch: int, epochs: int, rounds: int) -> tuple[float, float, float]:
+    """Median ms per step: inference.fit (L_simple through the model/guide pair), the same with the loss
+    recorded as a TorchScript graph (jit=True), and a hand-written PyTorch loop, interleaved per round."""
+    fit_ms: dict[bool, list[float]] = {False: [], True: []}
+    torch_ms = []
     steps = -(-data.shape[0] // batch)
     for r in range(rounds):
-        m = copy.deepcopy(model)
-        res = fit_diffusion(m, ForwardDiffusion(m.schedule), data, objective="simple", epochs=epochs, batch_size=batch,
-                            lr=1e-3, seed=r, progress=False, check_convergence=False)
-        t = res.history["time"]
-        fit_ms.append(1000 * (t[-1] - t[0]) / ((len(t) - 1) * steps))  # excludes set-up and the first epoch
+        for jit in (False, True):
+            m = copy.deepcopy(model)
+            res = fit_diffusion(m, ForwardDiffusion(m.schedule), data, objective="simple", jit=jit, epochs=epochs,
+                                batch_size=batch, lr=1e-3, seed=r, progress=False, check_convergence=False)
+            t = res.history["time"]
+            fit_ms[jit].append(1000 * (t[-1] - t[0]) / ((len(t) - 1) * steps))  # excludes set-up and the first epoch
 
         m = copy.deepcopy(model)
         opt = torch.optim.Adam(m.network.parameters(), lr=1e-3)
@@ -325,7 +330,7 @@ def time_steps(model: DDPM, data: torch.Tensor, batch: int, epochs: int, rounds:
         for _ in range(epochs - 1):
             hand_epoch(m, opt, y0_all, batch, gen)
         torch_ms.append(1000 * (time.perf_counter() - start) / ((epochs - 1) * steps))
-    return statistics.median(fit_ms), statistics.median(torch_ms)
+    return statistics.median(fit_ms[False]), statistics.median(fit_ms[True]), statistics.median(torch_ms)
 
 
 def bench_speed() -> str:
@@ -338,12 +343,16 @@ def bench_speed() -> str:
         ("2-D MLP 256x4, batch 512", DDPM(2, T=T, hidden_dim=256, num_blocks=4), toy[:5120], 512),
         ("digits U-Net (16, 32), batch 128", digits_model(ema=False), digits, 128),
     ]
+    if SPEED_CONFIGS:
+        configs = [c for i, c in enumerate(configs) if str(i) in SPEED_CONFIGS]
     for label, model, data, batch in configs:
         epochs = 3 if QUICK else 6
-        f_ms, t_ms = time_steps(model, data, batch, epochs, rounds=2 if QUICK else 5)
-        rows.append([label, f"{f_ms:.1f}", f"{t_ms:.1f}", f"{f_ms / t_ms:.2f}x"])
+        f_ms, j_ms, t_ms = time_steps(model, data, batch, epochs, rounds=2 if QUICK else 5)
+        rows.append([label, f"{f_ms:.1f}", f"{j_ms:.1f}", f"{t_ms:.1f}", f"{f_ms / t_ms:.2f}x", f"{j_ms / t_ms:.2f}x"])
+        print("  row: | " + " | ".join(map(str, rows[-1])) + " |", flush=True)
     pyro.enable_validation(True)
-    return table(["network", "inference.fit ms/step", "hand-written PyTorch ms/step", "ratio (goal <= 1.15x)"], rows)
+    return table(["network", "inference.fit ms/step", "fit, jit=True ms/step", "hand-written PyTorch ms/step",
+                  "ratio", "ratio with jit (goal <= 1.15x)"], rows)
 
 
 def main() -> None:

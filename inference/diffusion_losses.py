@@ -56,6 +56,7 @@ from torch import Tensor
 
 from ._params import OPTIMIZERS
 from .errors import ConfigError
+from .traced_loss import TracedLoss, trainable_tensors
 
 __all__ = [
     "OBJECTIVES",
@@ -182,6 +183,12 @@ class DiffusionELBO(TraceMeanField_ELBO):
         lambda of ``"hybrid"`` (ignored when ``objective`` is an instance).
     analytic_kl
         Analytic KL per site (default) or the Monte Carlo log-ratio.
+    jit
+        Record the training loss once per batch shape as a TorchScript graph and replay it
+        (:class:`inference.traced_loss.TracedLoss`, as Pyro's ``JitTrace_ELBO``): the same loss
+        and gradients without Python per step, for small networks whose step is dominated by
+        Pyro's bookkeeping. Checks and validation run when a shape is first recorded. Only
+        ``loss_and_grads`` (training) is recorded; ``loss`` runs the programs.
     **kwargs
         Passed to :class:`pyro.infer.ELBO` (``num_particles``, ``vectorize_particles``,
         ``max_plate_nesting``, ...).
@@ -200,13 +207,21 @@ class DiffusionELBO(TraceMeanField_ELBO):
         *,
         hybrid_weight: float = 1e-3,
         analytic_kl: bool = True,
+        jit: bool = False,
         **kwargs: Any,
     ) -> None:
         if isinstance(objective, str):
             objective = DiffusionObjective(objective, hybrid_weight)  # type: ignore[arg-type]
         self.objective = resolve_objective(objective)
         self.analytic_kl = bool(analytic_kl)
+        self.jit = bool(jit)
+        if self.jit and not self.analytic_kl:
+            raise ConfigError(
+                "jit=True records the analytic-KL loss; the Monte Carlo ELBO (analytic_kl=False) reads its value "
+                "in Python and cannot be recorded: drop one of the two"
+            )
         super().__init__(**kwargs)
+        self._traced = TracedLoss(self._loss_and_surrogate, self._trainable) if self.jit else None
 
     def _get_trace(self, model, guide, args, kwargs):
         # The one place every ELBO method (loss, loss_and_grads, vectorised particles) passes through.
@@ -223,14 +238,34 @@ class DiffusionELBO(TraceMeanField_ELBO):
         As ``Trace_ELBO.loss_and_grads``, but it back-propagates whenever the surrogate loss has
         a gradient, not only when a param site was recorded (see ``_get_trace``).
         """
-        loss = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            loss_particle, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
-            loss += loss_particle / self.num_particles
-            if getattr(surrogate, "requires_grad", False):
-                (surrogate / self.num_particles).backward(retain_graph=self.retain_graph)
+        if self._traced is not None and TracedLoss.supports(args, kwargs) and not _collecting_params():
+            loss_t, surrogate = self._traced(model, guide, args)
+            if surrogate.requires_grad:
+                surrogate.backward(retain_graph=self.retain_graph)
+            loss = float(loss_t)
+        else:
+            loss = 0.0
+            for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+                loss_particle, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+                loss += float(loss_particle) / self.num_particles
+                if getattr(surrogate, "requires_grad", False):
+                    (surrogate / self.num_particles).backward(retain_graph=self.retain_graph)
         warn_if_nan(loss, "loss")
         return loss
+
+    def _loss_and_surrogate(self, model: Callable, guide: Callable, args: tuple) -> tuple[Tensor, Tensor]:
+        """The loss and the surrogate loss averaged over particles, as tensors (what ``jit`` records)."""
+        loss: Any = 0.0
+        surrogate: Any = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, {}):
+            loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss = loss + loss_particle / self.num_particles
+            surrogate = surrogate + surrogate_particle / self.num_particles
+        like = args[0]
+        return torch.as_tensor(loss, dtype=like.dtype, device=like.device), torch.as_tensor(surrogate)
+
+    def _trainable(self, model: Callable, guide: Callable, args: tuple) -> list[Tensor]:
+        return trainable_tensors(self.loss, model, guide, args)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         if self.analytic_kl:
@@ -238,7 +273,8 @@ class DiffusionELBO(TraceMeanField_ELBO):
         return Trace_ELBO._differentiable_loss_particle(self, model_trace, guide_trace)
 
     def __repr__(self) -> str:
-        return f"DiffusionELBO({self.objective.name!r}, analytic_kl={self.analytic_kl})"
+        jit = ", jit=True" if self.jit else ""
+        return f"DiffusionELBO({self.objective.name!r}, analytic_kl={self.analytic_kl}{jit})"
 
 
 def _collecting_params() -> bool:
@@ -255,6 +291,7 @@ def fit_diffusion(
     hybrid_weight: float = 1e-3,
     lr: float = 2e-4,
     optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
+    jit: bool = False,
     **fit_kwargs: Any,
 ) -> Any:
     """Fit a DDPM with :func:`inference.fit` under a diffusion objective, with EMA when kept.
@@ -276,6 +313,10 @@ def fit_diffusion(
     optimizer
         A name of ``inference.fit`` (``"adam"``, ``"adamw"``, ...) or a class/callable
         ``params -> Optimizer``.
+    jit
+        Record the training loss as a TorchScript graph (``DiffusionELBO(jit=True)``): same
+        loss and gradients, less Python per step. Ignored when ``objective`` is a ready
+        :class:`DiffusionELBO`.
     **fit_kwargs
         Everything else of :func:`inference.fit` (``epochs``, ``batch_size``, ``seed``, ...).
 
@@ -294,7 +335,8 @@ def fit_diffusion(
 
     if "loss" in fit_kwargs:
         raise ConfigError("fit_diffusion chooses the loss from objective=...; drop loss= or call inference.fit")
-    loss = objective if isinstance(objective, DiffusionELBO) else DiffusionELBO(objective, hybrid_weight=hybrid_weight)
+    loss = (objective if isinstance(objective, DiffusionELBO)
+            else DiffusionELBO(objective, hybrid_weight=hybrid_weight, jit=jit))
     opt_spec: Any = optimizer
     if getattr(model, "ema_decay", None) is not None:
         if isinstance(optimizer, str):

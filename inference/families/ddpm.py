@@ -26,6 +26,9 @@ Choices where the issue is silent:
 * ``--early-stopping`` defaults to 0 (off) for ddpm: the validation L_simple is a fresh Monte
   Carlo estimate each epoch, noisier than its change between epochs, so patience-based stopping
   kept an early, under-trained epoch by chance (moons: stopped at epoch 23, best epoch 3).
+* ``--jit`` (off by default, as Pyro's ``JitTrace_ELBO`` is opt-in) records the training loss
+  as a TorchScript graph: the same model/guide pair and gradients without Pyro's Python
+  bookkeeping per step, which is most of a step for the 2-D MLPs (see benchmarks/RESULTS.md).
 * ``evaluate`` defaults to the ODE (``estimator`` ``"ode"``: exact divergence up to 16
   dimensions, Hutchinson above, adaptive solver at rtol = atol = 1e-5); ``--estimator vlb``
   reports -L_VLB, a lower bound on log p(x). Binary data is refused (a Gaussian diffusion is a
@@ -72,6 +75,9 @@ class DDPMFamily(Family):
         group.add_argument("--steps", type=int, default=None,
                            help="training steps (optimizer updates); replaces --epochs by "
                                 "ceil(steps / batches per epoch)")
+        group.add_argument("--jit", action="store_true",
+                           help="record the training loss once per batch shape as a TorchScript graph and replay it "
+                                "(same loss and gradients, less Python per step; pays off for small networks)")
         group.add_argument("--T", dest="num_steps", type=int, default=1000, help="diffusion steps T (default 1000)")
         group.add_argument("--schedule", choices=["linear", "cosine"], default="linear", help="noise schedule")
         group.add_argument("--prediction", choices=["eps", "x0", "v"], default="eps", help="what the network predicts")
@@ -100,7 +106,7 @@ class DDPMFamily(Family):
         return {"objective": args.objective, "hybrid_weight": args.hybrid_weight, "steps": args.steps,
                 "T": args.num_steps, "schedule": args.schedule, "prediction": args.prediction,
                 "variance": args.variance, "ema": args.ema, "hidden_dim": args.hidden_dim,
-                "num_blocks": args.num_blocks, "channels": list(args.channels)}
+                "num_blocks": args.num_blocks, "channels": list(args.channels), "jit": bool(args.jit)}
 
     def loss_unit(self, config: dict[str, Any]) -> str:
         """Unit of the training loss in ``vi-models fit``'s summary line."""
@@ -153,6 +159,7 @@ class DDPMFamily(Family):
             model, guide, bundle.train,
             objective=CLI_OBJECTIVES[config.get("objective", "simple")],
             hybrid_weight=float(config.get("hybrid_weight", 1e-3)),
+            jit=bool(config.get("jit", False)),
             checkpoint_dir=run.path,
             batch_transform=transform,
             check_convergence=False,  # L_simple's minibatch noise never settles; the validation curve is the guide
