@@ -37,7 +37,6 @@ T. Salimans and J. Ho, "Progressive Distillation for Fast Sampling of Diffusion 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any, Final, Literal
@@ -58,9 +57,15 @@ from inference.diffusion_losses import (
 from inference.errors import ConfigError
 
 from . import diffusion_bounds, diffusion_sampling
-from .diffusion_nets import TimeMLP, UNet
+from .diffusion_ema import NetworkEMA
+from .diffusion_nets import Reshape, TimeMLP, UNet
 from .diffusion_ode import TraceMethod, probability_flow_log_prob
-from .diffusion_schedules import NoiseSchedule, ScheduleSpec, VarianceName
+from .diffusion_schedules import (
+    NoiseSchedule,
+    ScheduleSpec,
+    VarianceName,
+    check_shared_schedule,
+)
 from .diffusion_sites import (
     OBSERVED,
     PREVIOUS,
@@ -81,37 +86,7 @@ Prediction = Literal["eps", "x0", "v"]
 _PREDICTIONS: Final = ("eps", "x0", "v")
 
 
-class _Reshape(nn.Module):
-    """Runs ``net`` on images ``(..., H, W)`` for flat data ``(..., H * W)``."""
-
-    def __init__(self, net: nn.Module, data_shape: torch.Size, net_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.net, self.data_shape, self.net_shape = net, tuple(data_shape), tuple(net_shape)
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        lead = x.shape[: x.dim() - len(self.data_shape)]
-        out = self.net(x.reshape(*lead, *self.net_shape), t)
-        return out.reshape(*lead, *self.data_shape)
-
-
-def _check_shared(schedule: NoiseSchedule, T: int, variance: str, data_loc: Any, data_scale: Any) -> None:
-    """A shared schedule fixes T, the variance and the standardisation: refuse conflicting values."""
-    clashes = []
-    if T != 1000 and T != schedule.num_steps:
-        clashes.append(f"T={T} (schedule: {schedule.num_steps})")
-    if variance != "fixed_small" and variance != schedule.variance:
-        clashes.append(f"variance={variance!r} (schedule: {schedule.variance!r})")
-    for name, value, default in (("data_loc", data_loc, 0.0), ("data_scale", data_scale, 1.0)):
-        if not (isinstance(value, (int, float)) and value == default):
-            clashes.append(f"{name}=... (set it on the NoiseSchedule)")
-    if clashes:
-        raise ConfigError(
-            f"expected T, variance, data_loc and data_scale to come from the NoiseSchedule passed as schedule, "
-            f"got {', '.join(clashes)}; build the NoiseSchedule with them instead"
-        )
-
-
-class DDPM(PyroModule):
+class DDPM(NetworkEMA, PyroModule):
     """The reverse process of a DDPM, ``p(x_T) prod_t p_theta(x_{t-1} | x_t)``, as a Pyro model.
 
     See the module docstring for the generative story; pair it with
@@ -194,7 +169,7 @@ class DDPM(PyroModule):
         self._data_shape, self.image_shape = resolve_data_shape(data_shape, image_shape, conv=False, what="")
         factory = {"device": resolve_device(device), "dtype": dtype or torch.get_default_dtype()}
         if isinstance(schedule, NoiseSchedule):
-            _check_shared(schedule, T, variance, data_loc, data_scale)
+            check_shared_schedule(schedule, T, variance, data_loc, data_scale)
             factory = {"device": schedule.betas.device, "dtype": schedule.betas.dtype}
         else:
             schedule = NoiseSchedule(T, schedule, variance, data_loc=data_loc, data_scale=data_scale, **factory)
@@ -204,11 +179,11 @@ class DDPM(PyroModule):
             if self.image_shape is not None:
                 network = UNet(self.image_shape, unet_channels, **factory)
                 if tuple(self._data_shape) != self.image_shape:
-                    network = _Reshape(network, self._data_shape, self.image_shape)
+                    network = Reshape(network, self._data_shape, self.image_shape)
             else:
                 network = TimeMLP(self._data_shape.numel(), hidden_dim, num_blocks, **factory)
                 if len(self._data_shape) != 1:
-                    network = _Reshape(network, self._data_shape, (self._data_shape.numel(),))
+                    network = Reshape(network, self._data_shape, (self._data_shape.numel(),))
         elif not isinstance(network, nn.Module):
             raise ConfigError(f"expected network as an nn.Module (x_t, t) -> prediction, got {type(network).__name__}")
         self.network = network
@@ -224,13 +199,7 @@ class DDPM(PyroModule):
         )
         self.register_buffer("simple_offsets", offsets.to(**factory), persistent=False)
 
-        self.ema_decay = None if ema_decay is None else float(ema_decay)
-        if self.ema_decay is not None:
-            if not 0.0 < self.ema_decay < 1.0:
-                raise ConfigError(f"expected ema_decay in (0, 1) such as 0.999, or None, got {ema_decay!r}")
-            self.ema_network = copy.deepcopy(self.network)
-            self.ema_network.requires_grad_(False)
-            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long, device=factory["device"]))
+        self._init_ema(ema_decay, factory["device"])
 
     # ------------------------------------------------------------------ properties
 
@@ -263,44 +232,6 @@ class DDPM(PyroModule):
 
     def extra_repr(self) -> str:
         return f"data_shape={tuple(self._data_shape)}, prediction={self.prediction!r}, ema_decay={self.ema_decay}"
-
-    # ------------------------------------------------------------------ EMA
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """One EMA step: theta_ema <- d theta_ema + (1 - d) theta, d = min(ema_decay, (1 + n) / (10 + n)).
-
-        The warm-up ``(1 + n) / (10 + n)`` (n = updates so far) stops the average from
-        remembering the random initialisation. Buffers (e.g. norms' statistics) are copied.
-        """
-        if self.ema_decay is None:
-            raise ConfigError("this DDPM keeps no EMA; build it with ema_decay=0.999 (for instance)")
-        n = int(self.ema_updates)
-        decay = min(self.ema_decay, (1 + n) / (10 + n))
-        for avg, p in zip(self.ema_network.parameters(), self.network.parameters()):
-            avg.lerp_(p.detach(), 1.0 - decay)
-        for avg, b in zip(self.ema_network.buffers(), self.network.buffers()):
-            avg.copy_(b)
-        self.ema_updates += 1
-
-    def attach_ema(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-        """Update the EMA after every ``optimizer.step()``; returns ``optimizer``.
-
-        Use as ``fit(..., optimizer=lambda params: model.attach_ema(torch.optim.Adam(params, lr)))``.
-        """
-        if self.ema_decay is None:
-            raise ConfigError("this DDPM keeps no EMA; build it with ema_decay=0.999 (for instance)")
-        optimizer.register_step_post_hook(lambda opt, args, kwargs: self.update_ema())
-        return optimizer
-
-    def _net(self, use_ema: bool | None) -> nn.Module:
-        if use_ema is None:
-            use_ema = self.ema_decay is not None
-        if use_ema and self.ema_decay is None:
-            raise ConfigError("use_ema=True but this DDPM keeps no EMA; build it with ema_decay=...")
-        # Read past PyroModule.__getattr__: the Pyro model announces the parameters once per run
-        # (forward), not at every network call.
-        return self._modules["ema_network" if use_ema else "network"]
 
     # ------------------------------------------------------------------ predictions
 

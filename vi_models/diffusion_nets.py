@@ -27,7 +27,7 @@ from inference.errors import ConfigError, DataError
 
 from .nets import ActivationFactory, _check_dims, _make_activation, check_image_shape
 
-__all__ = ["TimeMLP", "UNet", "sinusoidal_embedding"]
+__all__ = ["Reshape", "TimeMLP", "UNet", "sinusoidal_embedding"]
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -266,3 +266,16 @@ class UNet(nn.Module):
             h = up(h)
         out = self.conv_out(self.act_out(self.norm_out(h)))  # (N, 1, H, W)
         return out.reshape(*lead, *self.image_shape)
+
+
+class Reshape(nn.Module):
+    """Runs ``net`` on images ``(..., H, W)`` for flat data ``(..., H * W)``."""
+
+    def __init__(self, net: nn.Module, data_shape: torch.Size, net_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net, self.data_shape, self.net_shape = net, tuple(data_shape), tuple(net_shape)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        lead = x.shape[: x.dim() - len(self.data_shape)]
+        out = self.net(x.reshape(*lead, *self.net_shape), t)
+        return out.reshape(*lead, *self.data_shape)

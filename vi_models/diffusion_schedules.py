@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Final, Literal, Union
+from typing import Any, Final, Literal, Union
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +56,7 @@ __all__ = [
     "NoiseSchedule",
     "ScheduleName",
     "VarianceName",
+    "check_shared_schedule",
     "cosine_beta_schedule",
     "linear_beta_schedule",
 ]
@@ -411,3 +412,19 @@ class NoiseSchedule(nn.Module):
         frac = (target - neg_log[low]) / (neg_log[high] - neg_log[low])
         return low.to(neg_log.dtype) + frac.clamp(0, 1)
 
+
+def check_shared_schedule(schedule: NoiseSchedule, T: int, variance: str, data_loc: Any, data_scale: Any) -> None:
+    """A shared schedule fixes T, the variance and the standardisation: refuse conflicting values."""
+    clashes = []
+    if T != 1000 and T != schedule.num_steps:
+        clashes.append(f"T={T} (schedule: {schedule.num_steps})")
+    if variance != "fixed_small" and variance != schedule.variance:
+        clashes.append(f"variance={variance!r} (schedule: {schedule.variance!r})")
+    for name, value, default in (("data_loc", data_loc, 0.0), ("data_scale", data_scale, 1.0)):
+        if not (isinstance(value, (int, float)) and value == default):
+            clashes.append(f"{name}=... (set it on the NoiseSchedule)")
+    if clashes:
+        raise ConfigError(
+            f"expected T, variance, data_loc and data_scale to come from the NoiseSchedule passed as schedule, "
+            f"got {', '.join(clashes)}; build the NoiseSchedule with them instead"
+        )
