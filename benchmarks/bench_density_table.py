@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from noise_rule import resolve_noise_std
 
 QUICK = bool(os.environ.get("BENCH_QUICK"))
 TOYS = ("moons", "8gaussians", "checkerboard", "swissroll", "pinwheel", "2spirals")
@@ -69,6 +70,8 @@ FLOW_SECONDS = float(os.environ.get("BENCH_FLOW_SECONDS", "420"))
 FLOW_BATCH = int(os.environ.get("BENCH_FLOW_BATCH", "512"))
 #: Noise regularisation of the toy flows: "kde" (3/4 of a KDE's cross-validated bandwidth), or a std.
 FLOW_NOISE = os.environ.get("BENCH_FLOW_NOISE", "kde")
+#: Noise regularisation of the toy DDPM, as the flows' ("0": none).
+DDPM_NOISE = os.environ.get("BENCH_DDPM_NOISE", "kde")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "density_table.json"
 OURS = ("flow", "flow-mixture", "made", "kde", "gmm", "vae", "ddpm", "gan")
 #: Our normalizing flows (Gaussian base, mixture base): the flow goals take the better of them.
@@ -183,28 +186,13 @@ class Context:
 # ---------------------------------------------------------------------------- our families
 
 
-def flow_noise_std(x: torch.Tensor) -> float:
-    """Noise-regularisation std of the toy flows: 3/4 of a kernel density's cross-validated bandwidth.
-
-    The bandwidth is chosen by leave-one-out likelihood on 2 000 of the training points and
-    carried to the full sample by the kernel rate n^(-1/6) (d = 2); the flow adds smoothness
-    of its own, so it gets less noise than the KDE's optimal kernel. Computed from the training
-    data only.
-    """
-    from vi_models import KernelDensity
-
-    sub = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:2_000]].double()
-    kde = KernelDensity("gaussian", "cv", dtype=torch.float64).fit(sub, bandwidths=torch.from_numpy(np.geomspace(0.02, 0.4, 16)))
-    return 0.75 * kde.bandwidth_ * (sub.shape[0] / x.shape[0]) ** (1 / 6)
-
-
 def run_flow(ctx: Context) -> dict[str, Any]:
     from inference import GaussianNoise
     from vi_models import SplineFlow
 
     torch.manual_seed(0)
     if ctx.toy:
-        std = flow_noise_std(ctx.train) if FLOW_NOISE == "kde" else float(FLOW_NOISE)
+        std = resolve_noise_std(FLOW_NOISE, ctx.train)
         torch.manual_seed(0)
         model = SplineFlow(2, 4, (64, 64), count_bins=12).initialize(ctx.train)
         fit_s = budget_fit(model, None, ctx.train, FLOW_SECONDS, loss="elbo", batch_size=FLOW_BATCH, lr=3e-3,
@@ -234,7 +222,7 @@ def run_flow_mixture(ctx: Context) -> dict[str, Any]:
 
     if not ctx.toy:
         raise ValueError("the mixture-base flow is benchmarked on the 2-D toys only")
-    std = flow_noise_std(ctx.train) if FLOW_NOISE == "kde" else float(FLOW_NOISE)
+    std = resolve_noise_std(FLOW_NOISE, ctx.train)
     torch.manual_seed(0)
     model = SplineFlow(2, 4, (64, 64), count_bins=12, base="mixture", num_components=16).initialize(ctx.train)
     fit_s = budget_fit(model, None, ctx.train, FLOW_SECONDS, loss="elbo", batch_size=FLOW_BATCH, lr=3e-3,
@@ -358,6 +346,7 @@ def run_vae(ctx: Context) -> dict[str, Any]:
 
 def run_ddpm(ctx: Context) -> dict[str, Any]:
     from guides.diffusion import ForwardDiffusion
+    from inference import GaussianNoise
     from inference.diffusion_losses import fit_diffusion
     from vi_models import DDPM
 
@@ -367,11 +356,15 @@ def run_ddpm(ctx: Context) -> dict[str, Any]:
     if ctx.toy:
         # As benchmarks/bench_diffusion.py: a fixed number of steps with cosine decay, not a budget.
         epochs = max(2, round(DDPM_TOY_EPOCHS * SCALE))
+        std = resolve_noise_std(DDPM_NOISE, train)
+        torch.manual_seed(0)
         model = DDPM(2, T=1000, data_loc=train.mean(0), data_scale=train.std(0), ema_decay=0.999, hidden_dim=128, num_blocks=3)
         fit_diffusion(model, ForwardDiffusion(model.schedule), train, objective="simple", epochs=epochs, batch_size=512,
-                      lr=2e-3, seed=0, progress=False, check_convergence=False,
+                      lr=2e-3, seed=0, progress=False, check_convergence=False, jit=True,
+                      batch_transform=GaussianNoise(std) if std > 0 else None,
                       scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs))
-        config = f"{epochs} epochs of batch 512 ({epochs * -(-train.shape[0] // 512)} steps), L_simple, cosine; samples by DDIM 100 steps"
+        config = (f"{epochs} epochs of batch 512 ({epochs * -(-train.shape[0] // 512)} steps), L_simple, cosine, "
+                  f"noise std {std:.3g}; samples by DDIM 100 steps")
     else:
         budget = 180 * SCALE
         frac = lambda: min(1.0, (time.perf_counter() - start) / budget)

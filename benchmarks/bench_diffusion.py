@@ -25,6 +25,7 @@ Everything is fitted through the package's engine (``inference.fit`` via
     BENCH_TOY_EPOCHS=300 BENCH_TOY_BATCH=512 BENCH_DIGIT_EPOCHS=200 ...   # shorter training
     BENCH_DIGIT_SAMPLES=200 ...                                   # fewer digit samples per sampler
     BENCH_ONLY=speed BENCH_SPEED_CONFIGS=0 ...                    # step time of the first network only
+    BENCH_TOY_NOISE=0 ...                                         # toys without noise regularisation (default: kde rule)
 
 ``gap`` needs the trained models: the moons row comes with ``toys``, the digits row with
 ``digits``.
@@ -47,12 +48,14 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KernelDensity
 
 from guides.diffusion import ForwardDiffusion
-from inference import load_dataset
+from inference import GaussianNoise, load_dataset
 from inference.diffusion_losses import fit_diffusion
 from inference.toy2d import get_toy_density
 from vi_models.diffusion import DDPM
 from vi_models.diffusion_ode import probability_flow_log_prob
 from vi_models.optimal_denoiser import OptimalDenoiser
+
+from noise_rule import resolve_noise_std
 
 QUICK = bool(os.environ.get("BENCH_QUICK"))
 LEAN = bool(os.environ.get("BENCH_LEAN"))  # smaller peer grids and bound sample (a busy machine)
@@ -65,6 +68,9 @@ N_TRAIN = 10_000
 N_TEST = int(os.environ.get("BENCH_TEST") or (2_000 if QUICK else 100_000))
 TOY_EPOCHS = int(os.environ.get("BENCH_TOY_EPOCHS") or (15 if QUICK else 400))
 TOY_BATCH = int(os.environ.get("BENCH_TOY_BATCH") or 256)
+#: Noise regularisation of the toy DDPMs: "kde" (3/4 of a KDE's cross-validated bandwidth, as the flows of
+#: bench_density_table.py), a std, or "0" (none).
+TOY_NOISE = os.environ.get("BENCH_TOY_NOISE", "kde")
 DIGIT_EPOCHS = int(os.environ.get("BENCH_DIGIT_EPOCHS") or (10 if QUICK else 400))
 T = 1000
 
@@ -80,12 +86,13 @@ def toy_model(train: torch.Tensor, ema: bool = True) -> DDPM:
                 hidden_dim=128, num_blocks=3)
 
 
-def train_toy(train: torch.Tensor, epochs: int, seed: int = 0) -> tuple[DDPM, float]:
+def train_toy(train: torch.Tensor, epochs: int, seed: int = 0, noise_std: float = 0.0) -> tuple[DDPM, float]:
     torch.manual_seed(seed)
     model = toy_model(train)
     start = time.perf_counter()
     fit_diffusion(model, ForwardDiffusion(model.schedule), train, objective="simple", epochs=epochs, batch_size=TOY_BATCH,
-                  lr=2e-3, seed=seed, progress=False, check_convergence=False,
+                  lr=2e-3, seed=seed, progress=False, check_convergence=False, jit=True,
+                  batch_transform=GaussianNoise(noise_std) if noise_std > 0 else None,
                   scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs))
     return model, time.perf_counter() - start
 
@@ -120,7 +127,8 @@ def bench_toys() -> tuple[str, dict[str, tuple[DDPM, torch.Tensor]]]:
         val = density.sample(N_TRAIN, generator=gen)
         test = density.sample(N_TEST, generator=gen)
         log_p = density.log_prob(test)
-        model, seconds = train_toy(train, TOY_EPOCHS)
+        noise_std = resolve_noise_std(TOY_NOISE, train)
+        model, seconds = train_toy(train, TOY_EPOCHS, noise_std=noise_std)
         models[name] = (model, train)
         start = time.perf_counter()
         log_q, nfe = probability_flow_log_prob(model, test, trace="exact", rtol=1e-4, atol=1e-4, return_nfe=True)
@@ -133,11 +141,11 @@ def bench_toys() -> tuple[str, dict[str, tuple[DDPM, torch.Tensor]]]:
         kde, bw = best_kde(train.numpy(), val.numpy())
         kde_kl, _ = kl_with_se(log_p, torch.from_numpy(kde.score_samples(test.numpy())))
         met = (goal is None or kl <= goal) and kl <= min(gmm_kl, kde_kl)
-        rows.append([name, f"{kl:.4f} ± {se:.4f}", f"{vlb_kl:.3f}", f"{gmm_kl:.4f} (K={k})", f"{kde_kl:.4f} (h={bw:.3f})",
+        rows.append([name, f"{noise_std:.3g}", f"{kl:.4f} ± {se:.4f}", f"{vlb_kl:.3f}", f"{gmm_kl:.4f} (K={k})", f"{kde_kl:.4f} (h={bw:.3f})",
                      "-" if goal is None else f"<= {goal}", "yes" if met else "no", f"{seconds:.0f}",
                      f"{ode_s:.0f} ({nfe} calls)"])
         print("  row: | " + " | ".join(map(str, rows[-1])) + " |", flush=True)  # partial results survive a kill
-    return table(["density", "DDPM KL by ODE (nats)", "KL by L_VLB bound", "best GMM KL", "best KDE KL", "goal",
+    return table(["density", "noise std", "DDPM KL by ODE (nats)", "KL by L_VLB bound", "best GMM KL", "best KDE KL", "goal",
                   "met (goal and <= peers)", "train s", "ODE s"], rows), models
 
 
