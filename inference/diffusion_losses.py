@@ -54,9 +54,9 @@ from pyro.poutine.trace_messenger import TraceMessenger
 from pyro.util import warn_if_nan
 from torch import Tensor
 
-from ._params import OPTIMIZERS
+from ._params import OPTIMIZERS, collect_params
 from .errors import ConfigError
-from .traced_loss import TracedLoss, trainable_tensors
+from .traced_loss import TracedLoss
 
 __all__ = [
     "OBJECTIVES",
@@ -265,7 +265,8 @@ class DiffusionELBO(TraceMeanField_ELBO):
         return torch.as_tensor(loss, dtype=like.dtype, device=like.device), torch.as_tensor(surrogate)
 
     def _trainable(self, model: Callable, guide: Callable, args: tuple) -> list[Tensor]:
-        return trainable_tensors(self.loss, model, guide, args)
+        """The tensors the loss differentiates, found as ``fit`` finds them (they become graph inputs)."""
+        return collect_params(self, model, guide, args, [model, guide])
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         if self.analytic_kl:

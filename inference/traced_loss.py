@@ -29,13 +29,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from torch import Tensor
 
 from .errors import ConfigError
 
-__all__ = ["TracedLoss", "trainable_tensors"]
+__all__ = ["TracedLoss"]
 
 LossFn = Callable[[Callable, Callable, tuple], "tuple[Tensor, Tensor]"]
 
@@ -55,7 +54,7 @@ class TracedLoss:
 
     Examples
     --------
-    >>> traced = TracedLoss(elbo._loss_and_surrogate, elbo._params)      # doctest: +SKIP
+    >>> traced = TracedLoss(elbo._loss_and_surrogate, elbo._trainable)   # doctest: +SKIP
     >>> loss, surrogate = traced(model, guide, (batch,))                  # doctest: +SKIP
     >>> surrogate.backward()                                              # doctest: +SKIP
     """
@@ -100,35 +99,13 @@ class TracedLoss:
             return loss, surrogate
 
         with torch.random.fork_rng(devices=_devices(args)), warnings.catch_warnings():
-            # torch.jit.trace is deprecated in favour of torch.compile, which cannot yet follow Pyro's
-            # handler stack without graph breaks; tracer warnings flag the value-dependent checks that
-            # are meant to run once (see the module docstring).
+            # torch.jit.trace (what Pyro's JIT ELBOs use) warns that it is deprecated in favour of
+            # torch.compile; its tracer warnings flag the value-dependent checks that are meant to
+            # run once (see the module docstring).
             warnings.simplefilter("ignore")
             graph = torch.jit.trace(run, (*args, *params), check_trace=False, strict=False)
         self.num_traces += 1
         return model, guide, params, graph
-
-
-def trainable_tensors(loss: Callable[..., Any], model: Callable, guide: Callable, args: tuple) -> list[Tensor]:
-    """Tensors requiring gradients that the program reads: module parameters and param sites.
-
-    ``loss(model, guide, *args)`` is run once under ``poutine.trace(param_only=True)`` with the
-    random state restored afterwards, as :func:`inference.fit` discovers its parameters.
-    """
-    with torch.random.fork_rng(devices=_devices(args)), poutine.trace(param_only=True) as capture:
-        loss(model, guide, *args)
-    found: dict[int, Tensor] = {}
-    for site in capture.trace.nodes.values():
-        value = site["value"]
-        leaf = value.unconstrained() if hasattr(value, "unconstrained") else value
-        if isinstance(leaf, Tensor) and leaf.requires_grad:
-            found.setdefault(id(leaf), leaf)
-    modules = [m for m in (model, guide) if isinstance(m, torch.nn.Module)]
-    for m in modules:
-        for p in m.parameters():
-            if p.requires_grad:
-                found.setdefault(id(p), p)
-    return list(found.values())
 
 
 def _devices(args: tuple) -> list[int]:
