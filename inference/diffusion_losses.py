@@ -240,29 +240,26 @@ class DiffusionELBO(TraceMeanField_ELBO):
         """
         if self._traced is not None and TracedLoss.supports(args, kwargs) and not _collecting_params():
             loss_t, surrogate = self._traced(model, guide, args)
-            if surrogate.requires_grad:
-                surrogate.backward(retain_graph=self.retain_graph)
-            loss = float(loss_t)
         else:
-            loss = 0.0
-            for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-                loss_particle, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
-                loss += float(loss_particle) / self.num_particles
-                if getattr(surrogate, "requires_grad", False):
-                    (surrogate / self.num_particles).backward(retain_graph=self.retain_graph)
+            loss_t, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
+        if surrogate.requires_grad:
+            surrogate.backward(retain_graph=self.retain_graph)
+        loss = float(loss_t)
         warn_if_nan(loss, "loss")
         return loss
 
-    def _loss_and_surrogate(self, model: Callable, guide: Callable, args: tuple) -> tuple[Tensor, Tensor]:
+    def _loss_and_surrogate(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict | None = None
+    ) -> tuple[Tensor, Tensor]:
         """The loss and the surrogate loss averaged over particles, as tensors (what ``jit`` records)."""
         loss: Any = 0.0
         surrogate: Any = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, {}):
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs or {}):
             loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
             loss = loss + loss_particle / self.num_particles
             surrogate = surrogate + surrogate_particle / self.num_particles
-        like = args[0]
-        return torch.as_tensor(loss, dtype=like.dtype, device=like.device), torch.as_tensor(surrogate)
+        # The loss is reported as a Python float: keep a float particle's double precision.
+        return torch.as_tensor(loss, dtype=torch.float64), torch.as_tensor(surrogate)
 
     def _trainable(self, model: Callable, guide: Callable, args: tuple) -> list[Tensor]:
         """The tensors the loss differentiates, found as ``fit`` finds them (they become graph inputs)."""
