@@ -19,6 +19,7 @@ from .inverse_cdf import inverse_cdf_model
 from .kde import KERNELS, KernelDensity, log_kernel_normalizer
 from .linear_gaussian import LinearGaussian
 from .mixture import ASSIGNMENT, GaussianMixture, MixturePrior
+from .mixture_denoiser import GaussianMixtureDenoiser
 from .optimal_denoiser import OptimalDenoiser
 from .vae import DATA_PLATE, LATENT, OBSERVED, VAE
 
@@ -41,6 +42,7 @@ __all__ = [
     "ASSIGNMENT",
     "DDPM",
     "NoiseSchedule",
+    "GaussianMixtureDenoiser",
     "OptimalDenoiser",
     "TimeMLP",
     "UNet",

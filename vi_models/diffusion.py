@@ -119,6 +119,11 @@ class DDPM(NetworkEMA, PyroModule):
     ema_decay
         Keep an exponential moving average of the network's weights with this decay (e.g.
         0.999), used by :meth:`sample`, :meth:`vlb` and :meth:`log_prob` by default.
+    base
+        A fixed closed-form noise predictor ``(y_t, t) -> eps`` on the same schedule, such as
+        :class:`GaussianMixtureDenoiser`: the network then predicts the residual (its output
+        is added to the base's, converted to ``prediction``). The default networks start with
+        a zero output layer, so the untrained model is the base's density.
     hidden_dim, num_blocks, unet_channels
         Sizes of the default networks.
     device, dtype
@@ -158,6 +163,7 @@ class DDPM(NetworkEMA, PyroModule):
         data_loc: float | Tensor = 0.0,
         data_scale: float | Tensor = 1.0,
         ema_decay: float | None = None,
+        base: nn.Module | None = None,
         hidden_dim: int = 128,
         num_blocks: int = 3,
         unet_channels: Sequence[int] = (32, 64),
@@ -187,6 +193,11 @@ class DDPM(NetworkEMA, PyroModule):
         elif not isinstance(network, nn.Module):
             raise ConfigError(f"expected network as an nn.Module (x_t, t) -> prediction, got {type(network).__name__}")
         self.network = network
+        if base is not None and not isinstance(base, nn.Module):
+            raise ConfigError(f"expected base as an nn.Module (y_t, t) -> eps such as a GaussianMixtureDenoiser, got {type(base).__name__}")
+        if base is not None and getattr(base, "schedule", schedule) is not schedule:
+            raise ConfigError("expected the base on the model's schedule: build it with model.schedule (or pass schedule= the base's)")
+        self._modules["base"] = base  # fixed buffers; no Pyro parameters to announce
 
         # c_t of L_{t-1} = w_t ||eps - eps_theta||^2 + c_t (T19): the value of the term at a perfect
         # eps_theta; for t = 1 the Gaussian decoder's normaliser in the data's units.
@@ -209,6 +220,11 @@ class DDPM(NetworkEMA, PyroModule):
         # A class property is found before PyroModule.__getattr__, which would announce the
         # (absent) parameters of the schedule to Pyro's handlers on every access.
         return self._modules["schedule"]
+
+    @property
+    def base(self) -> nn.Module | None:
+        """The fixed noise predictor the network's output is added to (``None``: none)."""
+        return self._modules["base"]
 
     @property
     def data_shape(self) -> torch.Size:
@@ -261,13 +277,29 @@ class DDPM(NetworkEMA, PyroModule):
         else:
             sqrt_ab = s.gather(s.sqrt_alphas_cumprod, t, ev)
             sqrt_1m = s.gather(s.sqrt_one_minus_alphas_cumprod, t, ev)
-        out = self._net(use_ema)(y_t, t.to(y_t.dtype))
+        out = self.output(y_t, t.to(y_t.dtype), use_ema=use_ema)
         if self.prediction == "eps":
             return out, (y_t - sqrt_1m * out) / sqrt_ab
         if self.prediction == "x0":
             return (y_t - sqrt_ab * out) / sqrt_1m, out
         # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, Sec. 4)
         return sqrt_ab * out + sqrt_1m * y_t, sqrt_ab * y_t - sqrt_1m * out
+
+    def output(self, y_t: Tensor, t: Tensor, *, use_ema: bool | None = False) -> Tensor:
+        """What the model predicts (``prediction``) at ``y_t`` and real times ``t``: the network's
+        output, plus the :attr:`base`'s noise converted to that parameterisation when there is one."""
+        out = self._net(use_ema)(y_t, t)
+        base = self._modules["base"]
+        if base is None:
+            return out
+        eps = base(y_t, t)
+        if self.prediction == "eps":
+            return out + eps
+        abar = self.schedule.alphas_cumprod_at(t).reshape(t.shape + (1,) * self.event_dim).to(y_t.dtype)
+        if self.prediction == "x0":
+            return out + (y_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+        # v = sqrt(abar) eps - sqrt(1 - abar) x0 = (eps - sqrt(1 - abar) y_t) / sqrt(abar)
+        return out + (eps - (1 - abar).sqrt() * y_t) / abar.sqrt()
 
     def p_mean_variance(self, y_t: Tensor, t: Tensor, *, use_ema: bool | None = False) -> tuple[Tensor, Tensor, Tensor]:
         """Mean mu_theta, variance sigma_t^2 and eps_theta of p_theta(x_{t-1} | x_t) (eq. 1, 11).

@@ -265,7 +265,7 @@ def _velocity(model: DDPM, y: Tensor, phi: Tensor, use_ema: bool | None) -> Tens
     cos, sin = phi.cos().unsqueeze(-1), phi.sin().unsqueeze(-1)
     t = s.time_at((phi.cos() ** 2).clamp_min(float(s.alphas_cumprod[-1]))).to(y.dtype)
     shaped = y.reshape(y.shape[0], *model.data_shape)
-    out = model._net(use_ema)(shaped, t).reshape(y.shape)
+    out = model.output(shaped, t, use_ema=use_ema).reshape(y.shape)
     if model.prediction == "eps":
         return (out - sin * y) / cos
     if model.prediction == "v":

@@ -29,6 +29,11 @@ Choices where the issue is silent:
 * ``--jit`` (off by default, as Pyro's ``JitTrace_ELBO`` is opt-in) records the training loss
   as a TorchScript graph: the same model/guide pair and gradients without Pyro's Python
   bookkeeping per step, which is most of a step for the 2-D MLPs (see benchmarks/RESULTS.md).
+* ``--base gmm`` fits a Gaussian mixture by EM to the training split (K among
+  ``--base-components`` by held-out likelihood on 10% of it; full covariances up to 16
+  dimensions, diagonal above; dequantised images get one seeded dequantisation draw) and adds
+  its closed-form noise predictor to the network's output (:class:`vi_models.GaussianMixtureDenoiser`).
+  The network's output layer starts at zero, so training starts from the mixture's density.
 * ``evaluate`` defaults to the ODE (``estimator`` ``"ode"``: exact divergence up to 16
   dimensions, Hutchinson above, adaptive solver at rtol = atol = 1e-5); ``--estimator vlb``
   reports -L_VLB, a lower bound on log p(x). Binary data is refused (a Gaussian diffusion is a
@@ -86,6 +91,12 @@ class DDPMFamily(Family):
         group.add_argument("--ema", type=float, default=0.999,
                            help="decay of the exponential moving average of the weights used for sampling and "
                                 "evaluation (default 0.999; 0: no EMA)")
+        group.add_argument("--base", choices=["none", "gmm"], default="none",
+                           help="gmm: a Gaussian mixture fitted by EM to the training split gives a closed-form noise "
+                                "predictor and the network learns the residual (the untrained model is the mixture)")
+        group.add_argument("--base-components", type=int, nargs="+", default=[8, 16, 32, 64],
+                           help="K of --base gmm, or candidates chosen by held-out likelihood on 10%% of the "
+                                "training split (default 8 16 32 64)")
         group.add_argument("--hidden-dim", type=int, default=128, help="width of the MLP for vectors (default 128)")
         group.add_argument("--num-blocks", type=int, default=3, help="residual blocks of the MLP (default 3)")
         group.add_argument("--channels", type=int, nargs="+", default=[32, 64],
@@ -106,7 +117,8 @@ class DDPMFamily(Family):
         return {"objective": args.objective, "hybrid_weight": args.hybrid_weight, "steps": args.steps,
                 "T": args.num_steps, "schedule": args.schedule, "prediction": args.prediction,
                 "variance": args.variance, "ema": args.ema, "hidden_dim": args.hidden_dim,
-                "num_blocks": args.num_blocks, "channels": list(args.channels), "jit": bool(args.jit)}
+                "num_blocks": args.num_blocks, "channels": list(args.channels), "jit": bool(args.jit),
+                "base": args.base, "base_components": _check_components(args.base_components)}
 
     def loss_unit(self, config: dict[str, Any]) -> str:
         """Unit of the training loss in ``vi-models fit``'s summary line."""
@@ -116,7 +128,7 @@ class DDPMFamily(Family):
 
     def build(self, config: dict[str, Any], bundle: Any, device: torch.device) -> tuple[Any, Any]:
         from guides import ForwardDiffusion
-        from vi_models import DDPM
+        from vi_models import DDPM, NoiseSchedule
 
         if bundle.kind == "binary":
             raise ConfigError(
@@ -127,16 +139,18 @@ class DDPMFamily(Family):
             config["data_loc"], config["data_scale"] = _standardisation(bundle)
         shape = tuple(bundle.data_shape)
         dtype = bundle.train.dtype
+        T, variance = int(config.get("T", 1000)), config.get("variance", "fixed_small")
+        loc = torch.tensor(config["data_loc"], dtype=torch.float64)
+        scale = torch.tensor(config["data_scale"], dtype=torch.float64)
+        schedule = NoiseSchedule(T, config.get("schedule", "linear"), variance, data_loc=loc, data_scale=scale,
+                                 device=device, dtype=dtype)
         model = DDPM(
             shape if len(shape) > 1 else shape[0],
-            T=int(config.get("T", 1000)),
-            schedule=config.get("schedule", "linear"),
+            schedule=schedule,  # T, variance and the standardisation come from it
             prediction=config.get("prediction", "eps"),
-            variance=config.get("variance", "fixed_small"),
             image_shape=tuple(bundle.image_shape) if bundle.image_shape is not None else None,
-            data_loc=torch.tensor(config["data_loc"], dtype=torch.float64),
-            data_scale=torch.tensor(config["data_scale"], dtype=torch.float64),
             ema_decay=float(config["ema"]) if config.get("ema", 0) else None,
+            base=_mixture_base(config, bundle, schedule),
             hidden_dim=int(config.get("hidden_dim", 128)),
             num_blocks=int(config.get("num_blocks", 3)),
             unet_channels=tuple(config.get("channels", (32, 64))),
@@ -217,6 +231,39 @@ class DDPMFamily(Family):
         xs = ancestral_trajectory(model, n, times, generator=gen).reshape(len(times), n, *shape)
         figures["trajectories.png"] = plot_diffusion_trajectories(xs, times)
         return figures
+
+
+def _check_components(ks: list[int]) -> list[int]:
+    if not ks or any(k < 1 for k in ks):
+        raise ConfigError(f"expected --base-components to be integers >= 1 such as 8 16 32 64, got {ks}")
+    return [int(k) for k in ks]
+
+
+def _mixture_base(config: dict[str, Any], bundle: Any, schedule: Any) -> Any:
+    """The ``--base gmm`` noise predictor: fitted by EM on the training split the first time (K,
+    when chosen among candidates, is stored in the config as ``base_fitted_components``), an
+    empty one of that size when a run is reloaded (its buffers come from the checkpoint)."""
+    from vi_models import GaussianMixtureDenoiser
+
+    if config.get("base", "none") == "none":
+        return None
+    shape = tuple(bundle.data_shape)
+    d = math.prod(shape)
+    f = {"dtype": schedule.betas.dtype, "device": schedule.betas.device}
+    if "base_fitted_components" in config:
+        k = int(config["base_fitted_components"])
+        return GaussianMixtureDenoiser(torch.ones(k, **f), torch.zeros(k, d, **f), torch.ones(k, **f), schedule,
+                                       data_shape=shape, covariance_type="spherical")
+    x = bundle.train
+    if bundle.kind == "dequantized":  # a density of continuous data: one dequantisation draw, seeded
+        gen = torch.Generator(device=x.device).manual_seed(int(config.get("seed", 0)))
+        levels = torch.floor(x * bundle.num_levels).clamp(0, bundle.num_levels - 1)
+        x = (levels + torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)) / bundle.num_levels
+    ks = [k for k in config.get("base_components", [8, 16, 32, 64]) if k <= x.shape[0] // 2] or [1]
+    base = GaussianMixtureDenoiser.fit(x, schedule, ks, covariance="full" if d <= 16 else "diag",
+                                       reg_covar=1e-6 if d <= 16 else 1e-3, seed=int(config.get("seed", 0)))
+    config["base_fitted_components"] = base.n_components
+    return base
 
 
 def _standardisation(bundle: Any) -> tuple[Any, Any]:

@@ -151,3 +151,32 @@ def test_digits_run_uses_the_unet_and_reports_dequantised_bits(tmp_path):
     # a density of x = (k + u) / 17 in [0, 1]^64: bits/dim of the levels = -(LL - 64 log 17) / (64 log 2)
     want = -(metrics["test_log_likelihood"] - 64 * math.log(17)) / (64 * math.log(2))
     assert metrics["test_bits_per_dim"] == pytest.approx(want)
+
+
+
+def test_a_mixture_base_is_fitted_once_and_reloaded_from_the_checkpoint(tmp_path, capsys):
+    """--base gmm: K chosen on held-out data and stored; a reloaded run has the fitted base's
+    buffers (from the checkpoint: an empty base of that size is built first), and the ODE
+    likelihood of a model whose residual has barely moved is the mixture's."""
+    from vi_models import GaussianMixtureDenoiser
+
+    out = tmp_path / "base"
+    tiny = [a if a != "20" else "1" for a in TINY]  # one step at a tiny learning rate: the residual stays ~0
+    assert run_cli("fit", "ddpm", "--data", "moons", "--out", out, "--base", "gmm", "--base-components", "2", "6",
+                   "--schedule", "cosine", "--lr", "1e-9", *tiny) == 0
+    config = json.loads((out / "config.json").read_text())["model_config"]
+    assert config["base"] == "gmm" and config["base_fitted_components"] in (2, 6)
+    _, _, bundle, model, _, _ = _open_run(str(out), "cpu")
+    again = GaussianMixtureDenoiser.fit(bundle.train, model.schedule, [2, 6])
+    assert model.base.n_components == again.n_components == config["base_fitted_components"]
+    torch.testing.assert_close(model.base.means, again.means)
+    torch.testing.assert_close(model.base.eigenvalues, again.eigenvalues)
+    x = bundle.test[:30]
+    log_q0 = again.log_marginal(model.schedule.normalise(x), torch.zeros(30)) - model.schedule.log_data_scale(torch.Size([2]))
+    assert run_cli("evaluate", out, "--max-test", "30") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert abs(metrics["test_log_likelihood"] - float(log_q0.mean())) < 1e-3
+    capsys.readouterr()
+    assert run_cli("fit", "ddpm", "--data", "moons", "--out", tmp_path / "bad", "--base", "gmm",
+                   "--base-components", "0", *TINY) == 2
+    assert "--base-components" in capsys.readouterr().err and not (tmp_path / "bad").exists()
