@@ -56,6 +56,19 @@ def test_recorded_loss_and_gradients_equal_the_programs(objective, shape):
     assert traced._traced.num_traces == 1
 
 
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_a_model_with_a_mixture_base_records_the_same_loss(prediction):
+    from vi_models import GaussianMixtureDenoiser
+
+    model = make_model(prediction=prediction)
+    base = GaussianMixtureDenoiser(torch.tensor([0.3, 0.7]), torch.randn(2, 3), torch.tensor([0.5, 0.2]), model.schedule)
+    model = DDPM(3, schedule=model.schedule, base=base, prediction=prediction, network=model.network)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    eager, traced = DiffusionELBO("hybrid"), DiffusionELBO("hybrid", jit=True)
+    for seed in (1, 2):
+        assert_same(loss_and_grads(traced, model, x, seed), loss_and_grads(eager, model, x, seed))
+
+
 def test_replays_draw_fresh_noise_and_follow_parameter_updates():
     model = make_model()
     x = torch.randn(16, 3, dtype=torch.float64)
