@@ -26,6 +26,7 @@ from .errors import (  # noqa: E402
 )
 from .data import DataBundle, available_datasets, load_dataset  # noqa: E402
 from .em import EMResult, assignment_probs, fit_em  # noqa: E402
+from .em_average import fit_em_average  # noqa: E402
 from .fit import FitResult, fit  # noqa: E402
 from .batches import GaussianNoise  # noqa: E402
 from .diffusion_losses import DiffusionELBO, DiffusionObjective, fit_diffusion  # noqa: E402
@@ -54,6 +55,7 @@ __all__ = [
     "FitResult",
     "GaussianNoise",
     "fit_em",
+    "fit_em_average",
     "EMResult",
     "assignment_probs",
     "load_dataset",

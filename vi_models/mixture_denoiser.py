@@ -146,7 +146,7 @@ class GaussianMixtureDenoiser(nn.Module):
     @classmethod
     def fit(cls, train_data: Any, schedule: NoiseSchedule, n_components: int | Sequence[int] = (8, 16, 32, 64), *,
             covariance: str = "full", reg_covar: float = 1e-6, max_iter: int = 300, validation_fraction: float = 0.1,
-            seed: int = 0) -> GaussianMixtureDenoiser:
+            n_average: int = 1, seed: int = 0) -> GaussianMixtureDenoiser:
         """Fit a :class:`vi_models.GaussianMixture` by EM (:func:`inference.fit_em`) and wrap it.
 
         Parameters
@@ -161,6 +161,10 @@ class GaussianMixtureDenoiser(nn.Module):
             refitted on all of it.
         covariance, reg_covar, max_iter, seed
             As for :class:`vi_models.GaussianMixture` and :func:`inference.fit_em`.
+        n_average
+            Average the densities of this many EM runs (seeds ``seed, seed + 1, ...``) for each K
+            (:func:`inference.fit_em_average`): a mixture of ``n_average K`` components with a
+            lower variance than one run.
 
         Returns
         -------
@@ -170,7 +174,7 @@ class GaussianMixtureDenoiser(nn.Module):
         """
         import warnings
 
-        from inference import fit_em
+        from inference import fit_em, fit_em_average
 
         from .mixture import GaussianMixture
 
@@ -186,6 +190,8 @@ class GaussianMixtureDenoiser(nn.Module):
             gm = GaussianMixture(k, data.shape[1], covariance=covariance, **f)
             with warnings.catch_warnings():  # EM's convergence warnings: the held-out score decides
                 warnings.simplefilter("ignore")
+                if n_average > 1:
+                    return fit_em_average(gm, data, n_average, seed=seed, max_iter=max_iter, reg_covar=reg_covar)
                 fit_em(gm, data, max_iter=max_iter, seed=seed, progress=False, reg_covar=reg_covar)
             return gm
 
@@ -202,8 +208,9 @@ class GaussianMixtureDenoiser(nn.Module):
             k = candidates[0]
         gm = fit_one(k, x)
         keep = gm.weights.detach() > 0
-        den = cls(gm.weights.detach()[keep], gm.means.detach()[keep], gm.covariances[keep], schedule,
-                  data_shape=data_shape, covariance_type=covariance)
+        cov = gm.covariances if gm.covariance == "tied" else gm.covariances[keep]
+        den = cls(gm.weights.detach()[keep], gm.means.detach()[keep], cov, schedule,
+                  data_shape=data_shape, covariance_type=gm.covariance)
         den.selected_components, den.validation_scores = k, scores
         return den
 

@@ -31,7 +31,8 @@ Choices where the issue is silent:
   bookkeeping per step, which is most of a step for the 2-D MLPs (see benchmarks/RESULTS.md).
 * ``--base gmm`` fits a Gaussian mixture by EM to the training split (K among
   ``--base-components`` by held-out likelihood on 10% of it; full covariances up to 16
-  dimensions, diagonal above; dequantised images get one seeded dequantisation draw) and adds
+  dimensions, diagonal above; dequantised images get one seeded dequantisation draw;
+  ``--base-average M`` averages M EM runs per K, :func:`inference.fit_em_average`) and adds
   its closed-form noise predictor to the network's output (:class:`vi_models.GaussianMixtureDenoiser`).
   The network's output layer starts at zero, so training starts from the mixture's density.
 * ``evaluate`` defaults to the ODE (``estimator`` ``"ode"``: exact divergence up to 16
@@ -97,6 +98,8 @@ class DDPMFamily(Family):
         group.add_argument("--base-components", type=int, nargs="+", default=[8, 16, 32, 64],
                            help="K of --base gmm, or candidates chosen by held-out likelihood on 10%% of the "
                                 "training split (default 8 16 32 64)")
+        group.add_argument("--base-average", type=int, default=1,
+                           help="--base gmm: average the densities of this many EM runs per K (default 1)")
         group.add_argument("--hidden-dim", type=int, default=128, help="width of the MLP for vectors (default 128)")
         group.add_argument("--num-blocks", type=int, default=3, help="residual blocks of the MLP (default 3)")
         group.add_argument("--channels", type=int, nargs="+", default=[32, 64],
@@ -118,7 +121,8 @@ class DDPMFamily(Family):
                 "T": args.num_steps, "schedule": args.schedule, "prediction": args.prediction,
                 "variance": args.variance, "ema": args.ema, "hidden_dim": args.hidden_dim,
                 "num_blocks": args.num_blocks, "channels": list(args.channels), "jit": bool(args.jit),
-                "base": args.base, "base_components": _check_components(args.base_components)}
+                "base": args.base, "base_components": _check_components(args.base_components),
+                "base_average": _check_average(args.base_average)}
 
     def loss_unit(self, config: dict[str, Any]) -> str:
         """Unit of the training loss in ``vi-models fit``'s summary line."""
@@ -239,6 +243,12 @@ def _check_components(ks: list[int]) -> list[int]:
     return [int(k) for k in ks]
 
 
+def _check_average(m: int) -> int:
+    if m < 1:
+        raise ConfigError(f"expected --base-average >= 1 (EM runs averaged per K), got {m}")
+    return int(m)
+
+
 def _mixture_base(config: dict[str, Any], bundle: Any, schedule: Any) -> Any:
     """The ``--base gmm`` noise predictor: fitted by EM on the training split the first time (K,
     when chosen among candidates, is stored in the config as ``base_fitted_components``), an
@@ -261,7 +271,8 @@ def _mixture_base(config: dict[str, Any], bundle: Any, schedule: Any) -> Any:
         x = (levels + torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)) / bundle.num_levels
     ks = [k for k in config.get("base_components", [8, 16, 32, 64]) if k <= x.shape[0] // 2] or [1]
     base = GaussianMixtureDenoiser.fit(x, schedule, ks, covariance="full" if d <= 16 else "diag",
-                                       reg_covar=1e-6 if d <= 16 else 1e-3, seed=int(config.get("seed", 0)))
+                                       reg_covar=1e-6 if d <= 16 else 1e-3, seed=int(config.get("seed", 0)),
+                                       n_average=int(config.get("base_average", 1)))
     config["base_fitted_components"] = base.n_components
     return base
 

@@ -3,7 +3,9 @@
 ``--method em`` (default) runs :func:`inference.fit_em`; ``--method svi`` fits the Bayesian
 mixture (Dirichlet weights, Normal means, inverse-Gamma/LKJ scales) with an ``AutoNormal``
 guide over the globals and the assignments summed out by ``TraceEnum_ELBO``; the density
-reported afterwards is the mixture at the posterior median.
+reported afterwards is the mixture at the posterior median. ``--average M`` runs EM from M
+initialisations (seeds ``seed, ..., seed + M - 1``) and keeps their equal-weight average, a
+mixture of M K components (:func:`inference.fit_em_average`), instead of the best run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoNormal
 
 from ..em import fit_em
+from ..em_average import fit_em_average
+from ..errors import ConfigError
 from ..fit import fit
 from ..plots import plot_mixture_ellipses
 from . import Family, register, save_fitted
@@ -37,6 +41,9 @@ class GMMFamily(Family):
         group.add_argument("--covariance", default="full", choices=["full", "diag", "spherical", "tied"])
         group.add_argument("--method", default="em", choices=["em", "svi"], help="EM (default) or Bayesian SVI")
         group.add_argument("--n-init", type=int, default=1, help="EM restarts; the best is kept")
+        group.add_argument("--average", type=int, default=1,
+                           help="EM runs from M seeds whose densities are averaged (a mixture of M*K components; "
+                                "lower variance than one run; default 1)")
         group.add_argument("--max-iter", type=int, default=200, help="EM iterations at most")
         group.add_argument("--tol", type=float, default=1e-3, help="EM tolerance on the lower bound")
         group.add_argument("--reg-covar", type=float, default=1e-6, help="added to covariance diagonals")
@@ -45,13 +52,18 @@ class GMMFamily(Family):
     def config_from_args(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"n_components": args.n_components, "covariance": args.covariance, "method": args.method,
                 "n_init": args.n_init, "max_iter": args.max_iter, "tol": args.tol, "reg_covar": args.reg_covar,
-                "init": args.init}
+                "init": args.init, "average": _check_average(args)}
 
     def build(self, config: dict[str, Any], bundle: Any, device: torch.device) -> tuple[Any, Any]:
         from vi_models import GaussianMixture
 
         d = int(torch.tensor(bundle.data_shape).prod())
         bayes = config.get("method", "em") == "svi"
+        m = int(config.get("average", 1))
+        if m > 1:  # the average of M fits: M K components; tied members average to full covariances
+            covariance = "full" if config["covariance"] == "tied" else config["covariance"]
+            return GaussianMixture(m * config["n_components"], d, covariance=covariance, device=device,
+                                   dtype=torch.float64), None
         model = GaussianMixture(config["n_components"], d, covariance=config["covariance"],
                                 priors=True if bayes else None, device=device, dtype=torch.float64)
         if not bayes:
@@ -70,11 +82,22 @@ class GMMFamily(Family):
             if fit_options.get("validation_data") is not None:
                 val = fit_options["validation_data"]
                 x = torch.cat([x, val.reshape(val.shape[0], -1).to(x)])
-            result = fit_em(model, x, init=config.get("init", "k-means++"), n_init=config.get("n_init", 1),
-                            max_iter=config.get("max_iter", 200), tol=config.get("tol", 1e-3),
-                            reg_covar=config.get("reg_covar", 1e-6), device=fit_options["device"],
-                            seed=fit_options["seed"], progress=fit_options["progress"])
-            history = {"loss": [-v for v in result.lower_bounds_], "converged": [float(result.converged_)]}
+            options = {"init": config.get("init", "k-means++"), "max_iter": config.get("max_iter", 200),
+                       "tol": config.get("tol", 1e-3), "reg_covar": config.get("reg_covar", 1e-6),
+                       "device": fit_options["device"]}
+            if int(config.get("average", 1)) > 1:
+                from vi_models import GaussianMixture
+
+                member = GaussianMixture(config["n_components"], x.shape[1], covariance=config["covariance"],
+                                         device=x.device, dtype=torch.float64)
+                avg = fit_em_average(member, x, int(config["average"]), seed=fit_options["seed"], **options)
+                with torch.no_grad():
+                    model.set_params(weights=avg.weights, means=avg.means, covariances=avg.covariances)
+                    history = {"loss": [-float(model.log_prob(x).mean())], "converged": [1.0]}
+            else:
+                result = fit_em(model, x, n_init=config.get("n_init", 1), seed=fit_options["seed"],
+                                progress=fit_options["progress"], **options)
+                history = {"loss": [-v for v in result.lower_bounds_], "converged": [float(result.converged_)]}
             save_fitted(run, model, history=history)
             return history
         options = {k: v for k, v in fit_options.items() if k not in ("validation_data", "early_stopping")}
@@ -103,6 +126,14 @@ class GMMFamily(Family):
             figure = plot_mixture_ellipses(x, model.means, model.covariances, model.weights,
                                            covariance_type=model.covariance)
         return {"mixture_ellipses.png": figure}
+
+
+def _check_average(args: argparse.Namespace) -> int:
+    if args.average < 1:
+        raise ConfigError(f"expected --average >= 1 (EM runs averaged), got {args.average}")
+    if args.average > 1 and (args.method != "em" or args.n_init != 1):
+        raise ConfigError("--average applies to --method em with --n-init 1 (it averages the runs instead of keeping the best)")
+    return int(args.average)
 
 
 register(GMMFamily())

@@ -177,3 +177,16 @@ def test_bad_input_is_refused():
     base = GaussianMixtureDenoiser(torch.ones(1), torch.zeros(1, 2), torch.ones(1), other)
     with pytest.raises(ConfigError, match="schedule"):
         DDPM(2, T=20, schedule="cosine", base=base)
+
+
+def test_fit_with_averaged_em_is_the_averaged_mixture(float64):
+    from inference import fit_em_average
+
+    w, m, c = random_mixture(k=2, seed=6)
+    x = torch_mixture(w, m, c).sample((800,))
+    sched = NoiseSchedule(100, "cosine", data_loc=x.mean(0), data_scale=x.std(0))
+    den = GaussianMixtureDenoiser.fit(x, sched, 3, n_average=4, max_iter=50)
+    avg = fit_em_average(GaussianMixture(3, 2), x, 4, max_iter=50, reg_covar=1e-6)
+    assert den.n_components == 12 and den.selected_components == 3
+    log_jac = sched.log_data_scale(torch.Size([2]))
+    torch.testing.assert_close(den.log_marginal(sched.normalise(x), torch.zeros(800)) - log_jac, avg.log_prob(x).detach())
