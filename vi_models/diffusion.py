@@ -60,6 +60,7 @@ from . import diffusion_bounds, diffusion_sampling
 from .diffusion_ema import NetworkEMA
 from .diffusion_nets import Reshape, TimeMLP, UNet
 from .diffusion_ode import TraceMethod, probability_flow_log_prob
+from .diffusion_predictions import NoisePredictions
 from .diffusion_schedules import (
     NoiseSchedule,
     ScheduleSpec,
@@ -86,7 +87,7 @@ Prediction = Literal["eps", "x0", "v"]
 _PREDICTIONS: Final = ("eps", "x0", "v")
 
 
-class DDPM(NetworkEMA, PyroModule):
+class DDPM(NetworkEMA, NoisePredictions, PyroModule):
     """The reverse process of a DDPM, ``p(x_T) prod_t p_theta(x_{t-1} | x_t)``, as a Pyro model.
 
     See the module docstring for the generative story; pair it with
@@ -248,83 +249,6 @@ class DDPM(NetworkEMA, PyroModule):
 
     def extra_repr(self) -> str:
         return f"data_shape={tuple(self._data_shape)}, prediction={self.prediction!r}, ema_decay={self.ema_decay}"
-
-    # ------------------------------------------------------------------ predictions
-
-    def predict(self, y_t: Tensor, t: Tensor, *, use_ema: bool | None = False) -> tuple[Tensor, Tensor]:
-        """eps_theta and x0_theta at standardised ``y_t`` and time ``t``, whatever the network predicts.
-
-        Parameters
-        ----------
-        y_t
-            Noisy standardised data, shape ``(..., *data_shape)``.
-        t
-            Steps, shape broadcastable to ``y_t.shape[:-event_dim]``: long (integer steps, the
-            tables are indexed) or floating (real t in [0, T], the continuous schedule).
-        use_ema
-            Use the EMA weights (``None``: when kept).
-
-        Returns
-        -------
-        eps, x0
-            Both shaped like ``y_t``.
-        """
-        ev, s = self.event_dim, self.schedule
-        t = t.expand(y_t.shape[: y_t.dim() - ev])
-        if t.is_floating_point():
-            abar = s.alphas_cumprod_at(t).reshape(t.shape + (1,) * ev).to(y_t.dtype)
-            sqrt_ab, sqrt_1m = abar.sqrt(), (1 - abar).sqrt()
-        else:
-            sqrt_ab = s.gather(s.sqrt_alphas_cumprod, t, ev)
-            sqrt_1m = s.gather(s.sqrt_one_minus_alphas_cumprod, t, ev)
-        out = self.output(y_t, t.to(y_t.dtype), use_ema=use_ema)
-        if self.prediction == "eps":
-            return out, (y_t - sqrt_1m * out) / sqrt_ab
-        if self.prediction == "x0":
-            return (y_t - sqrt_ab * out) / sqrt_1m, out
-        # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, Sec. 4)
-        return sqrt_ab * out + sqrt_1m * y_t, sqrt_ab * y_t - sqrt_1m * out
-
-    def output(self, y_t: Tensor, t: Tensor, *, use_ema: bool | None = False) -> Tensor:
-        """What the model predicts (``prediction``) at ``y_t`` and real times ``t``: the network's
-        output, plus the :attr:`base`'s noise converted to that parameterisation when there is one."""
-        out = self._net(use_ema)(y_t, t)
-        base = self._modules["base"]
-        if base is None:
-            return out
-        eps = base(y_t, t)
-        if self.prediction == "eps":
-            return out + eps
-        abar = self.schedule.alphas_cumprod_at(t).reshape(t.shape + (1,) * self.event_dim).to(y_t.dtype)
-        if self.prediction == "x0":
-            return out + (y_t - (1 - abar).sqrt() * eps) / abar.sqrt()
-        # v = sqrt(abar) eps - sqrt(1 - abar) x0 = (eps - sqrt(1 - abar) y_t) / sqrt(abar)
-        return out + (eps - (1 - abar).sqrt() * y_t) / abar.sqrt()
-
-    def p_mean_variance(self, y_t: Tensor, t: Tensor, *, use_ema: bool | None = False) -> tuple[Tensor, Tensor, Tensor]:
-        """Mean mu_theta, variance sigma_t^2 and eps_theta of p_theta(x_{t-1} | x_t) (eq. 1, 11).
-
-        Parameters
-        ----------
-        y_t
-            Standardised state, shape ``(..., *data_shape)``.
-        t
-            Integer steps in {1, ..., T} (long), shape ``y_t.shape[:-event_dim]`` (broadcastable).
-
-        Returns
-        -------
-        mean, variance, eps
-            ``mean`` and ``eps`` like ``y_t``; ``variance`` shape ``(*t.shape, 1, ..., 1)``.
-        """
-        ev, s = self.event_dim, self.schedule
-        t = t.expand(y_t.shape[: y_t.dim() - ev])
-        eps, x0 = self.predict(y_t, t, use_ema=use_ema)
-        if self.prediction == "eps":
-            # eq. (11): mu = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)
-            mean = s.gather(s.sqrt_recip_alphas, t, ev) * (y_t - s.gather(s.eps_coefs, t, ev) * eps)
-        else:
-            mean = s.gather(s.posterior_mean_coef1, t, ev) * x0 + s.gather(s.posterior_mean_coef2, t, ev) * y_t  # eq. (7)
-        return mean, s.gather(s.reverse_variance, t, ev), eps
 
     def decoder(self, mean: Tensor, variance: Tensor) -> dist.Distribution:
         """p_theta(x_0 | x_1) in the data's units: N(loc + scale mu, scale^2 sigma_1^2), event ``data_shape``."""

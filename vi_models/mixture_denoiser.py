@@ -200,7 +200,7 @@ class GaussianMixtureDenoiser(nn.Module):
             if not 0 < validation_fraction < 1:
                 raise ConfigError(f"expected validation_fraction in (0, 1) such as 0.1, got {validation_fraction!r}")
             order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed)).to(x.device)
-            n_val = max(1, int(round(validation_fraction * x.shape[0])))
+            n_val = max(1, round(validation_fraction * x.shape[0]))
             train, val = x[order[n_val:]], x[order[:n_val]]
             scores = {k: float(fit_one(k, train).log_prob(val).detach().mean()) for k in candidates}
             k = max(scores, key=scores.__getitem__)
