@@ -20,9 +20,9 @@ Usage (one thread; ~10 min per fit on an idle core)::
 
 Variables: TOY (8gaussians), H and NB (MLP width and blocks: 128, 3), STEPS (20000), BATCH (512),
 OBJ (simple | hybrid | vlb_sampled), PRED (eps | x0 | v), SCHED (linear | cosine), LR (2e-3),
-NOISE (GaussianNoise std on every batch, 0), N_TEST (20000), BASE (none | gmm: the network learns
-the residual of a GaussianMixtureDenoiser fitted by EM, K among 8, 16, 32, 64 by held-out
-likelihood; the untrained model, i.e. the mixture, is scored too).
+NOISE (GaussianNoise std on every batch, 0), N_TEST (20000), BASE (none | gmm | gmm-avg: the network
+learns the residual of a GaussianMixtureDenoiser fitted by EM, K among 8, 16, 32, 64 by held-out
+likelihood; gmm-avg averages 10 EM runs per K; the untrained model, i.e. the mixture, is scored too).
 """
 
 from __future__ import annotations
@@ -115,10 +115,11 @@ def main() -> None:
     torch.manual_seed(0)
     model = DDPM(2, T=1000, schedule=sched, prediction=pred, data_loc=train.mean(0), data_scale=train.std(0), ema_decay=0.999,
                  hidden_dim=h, num_blocks=nb)
-    if env("BASE", "none") == "gmm":
-        base = GaussianMixtureDenoiser.fit(train, model.schedule, (8, 16, 32, 64))
+    if env("BASE", "none") in ("gmm", "gmm-avg"):
+        base = GaussianMixtureDenoiser.fit(train, model.schedule, (8, 16, 32, 64), n_average=10 if env("BASE") == "gmm-avg" else 1)
         model = DDPM(2, schedule=model.schedule, prediction=pred, ema_decay=0.999, hidden_dim=h, num_blocks=nb, base=base)
-        print(f"{name}: GaussianMixtureDenoiser base, K = {base.n_components}; untrained model (the mixture): "
+        print(f"{name}: GaussianMixtureDenoiser base {env('BASE')}, K = {base.selected_components} ({base.n_components} components); "
+              f"untrained model (the mixture): "
               f"KL on {test.shape[0]} test draws {kl(density, model, test)}", flush=True)
     start = time.perf_counter()
     fit_diffusion(model, ForwardDiffusion(model.schedule), train, objective=obj, epochs=epochs, batch_size=batch, lr=lr, seed=0,
