@@ -558,8 +558,12 @@ def summarize(rows: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"best_ours": best_ours, "best_ours_value": ours[best_ours]}
         if peers:
             best_peer = min(peers, key=peers.get)
-            entry.update(best_peer=best_peer, best_peer_value=peers[best_peer],
-                         ours_beats_every_peer=ours[best_ours] < peers[best_peer])
+            # a win must exceed the noise of the two estimates: sqrt(se_ours^2 + se_peer^2) (unpaired,
+            # so conservative); a smaller difference is a tie
+            margin = math.hypot(scored[best_ours].get("se") or 0.0, scored[best_peer].get("se") or 0.0)
+            entry.update(best_peer=best_peer, best_peer_value=peers[best_peer], margin=margin,
+                         ours_beats_every_peer=ours[best_ours] < peers[best_peer] - margin,
+                         tie=abs(ours[best_ours] - peers[best_peer]) <= margin)
         flows = {m: v for m, v in ours.items() if m in FLOW_MODELS}
         if name in FLOW_GOALS and flows:
             best_flow = min(flows, key=flows.get)
@@ -603,8 +607,11 @@ def markdown(table: dict[str, Any]) -> str:
                 lines.append(f"| {name} | best of ours <= {s['goal']} bits/dim | {s['best_ours_value']:.4f} ({s['best_ours']}) "
                              f"| {'met' if s['goal_met'] else '**missed**'} |")
             if "best_peer" in s:
-                lines.append(f"| {name} | best of ours beats every peer | {s['best_ours']} {s['best_ours_value']:.4f} vs "
-                             f"{s['best_peer']} {s['best_peer_value']:.4f} | {'met' if s['ours_beats_every_peer'] else '**missed**'} |")
+                verdict = "met" if s["ours_beats_every_peer"] else ("**tie** (within" if s.get("tie") else "**missed** (")
+                if not s["ours_beats_every_peer"]:
+                    verdict += f" {s['margin']:.4f}, one combined standard error)"
+                lines.append(f"| {name} | best of ours beats every peer by more than a standard error | {s['best_ours']} "
+                             f"{s['best_ours_value']:.4f} vs {s['best_peer']} {s['best_peer_value']:.4f} | {verdict} |")
     return "\n".join(lines)
 
 
