@@ -55,12 +55,11 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import pyro
 import torch
 import torch.nn.functional as F
-from pyro.distributions import TorchDistribution, constraints
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import AutoRegressiveNN, PyroModule
 from torch import Tensor, nn
@@ -68,6 +67,7 @@ from torch import Tensor, nn
 from inference._checks import check_choice, check_positive_int, resolve_device
 from inference.errors import ConfigError, DataError
 
+from .autoregressive_distribution import AutoregressiveDistribution
 from .nets import ActivationFactory, _check_dims, _make_activation, check_batch
 from .vae import DATA_PLATE, OBSERVED
 
@@ -461,47 +461,3 @@ class MADE(PyroModule):
             batch_size, obs = x.shape[0], self._site_value(x)
         with pyro.plate(DATA_PLATE, batch_size, dim=-1):
             return pyro.sample(OBSERVED, self.distribution((batch_size,)), obs=obs)
-
-
-class AutoregressiveDistribution(TorchDistribution):
-    """A :class:`MADE`'s ``p(x)`` as a Pyro distribution over site values (levels for categorical).
-
-    ``log_prob`` is one masked pass (teacher forcing); ``sample`` is ancestral (``D`` passes);
-    no reparameterised samples.
-
-    Parameters
-    ----------
-    made
-        The model whose density this is.
-    batch_shape
-        Batch shape; the event shape is ``(D,)``.
-    """
-
-    arg_constraints: ClassVar[dict] = {}
-    has_rsample = False
-
-    def __init__(self, made: MADE, batch_shape: tuple[int, ...] = (), validate_args: bool | None = None) -> None:
-        self.made = made
-        # Reading made.nets inside the model's call emits Pyro "param" sites for its weights;
-        # Trace_ELBO.loss_and_grads only back-propagates when a trace holds such sites.
-        self.nets = made.nets
-        super().__init__(torch.Size(batch_shape), made.data_shape, validate_args=False)
-
-    @constraints.dependent_property(is_discrete=False, event_dim=1)
-    def support(self) -> constraints.Constraint:
-        if self.made.conditional == "gaussian_mixture":
-            return constraints.real_vector
-        if self.made.conditional == "bernoulli":
-            return constraints.independent(constraints.boolean, 1)
-        return constraints.independent(constraints.integer_interval(0, self.made.num_levels - 1), 1)
-
-    def expand(self, batch_shape: Any, _instance: Any = None) -> AutoregressiveDistribution:
-        return AutoregressiveDistribution(self.made, torch.Size(batch_shape))
-
-    def log_prob(self, value: Tensor) -> Tensor:
-        lp = self.made._site_log_prob(value)
-        return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
-
-    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
-        shape = torch.Size(sample_shape) + self.batch_shape
-        return self.made._sample_sites(max(1, math.prod(shape))).reshape(*shape, self.made.dim)
