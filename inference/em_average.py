@@ -45,7 +45,7 @@ def fit_em_average(model: Any, data: Any, n_fits: int = 10, *, bootstrap: bool =
             it from another initialisation.
         seed: run m uses ``seed + m`` (its EM initialisation and, with ``bootstrap``, its resample).
         **fit_em_kwargs: passed to :func:`inference.fit_em` (``max_iter``, ``tol``,
-            ``reg_covar``, ``init``, ...; ``progress`` defaults to False).
+            ``reg_covar``, ``init``, ...; ``progress`` defaults to False, ``device`` to the model's).
 
     Returns:
         A :class:`vi_models.GaussianMixture` with ``M K`` components (weights ``pi_mk / M``).
@@ -72,6 +72,7 @@ def fit_em_average(model: Any, data: Any, n_fits: int = 10, *, bootstrap: bool =
     like = model.weights_unconstrained.detach()
     x = as_data_tensor(data, name="data", dtype=like.dtype, device=like.device)
     fit_em_kwargs.setdefault("progress", False)
+    fit_em_kwargs.setdefault("device", like.device)  # fit where the model lives (fit_em's own default is the CPU)
     fits = []
     for m in range(n_fits):
         member = copy.deepcopy(model)

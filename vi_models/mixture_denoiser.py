@@ -191,8 +191,9 @@ class GaussianMixtureDenoiser(nn.Module):
             with warnings.catch_warnings():  # EM's convergence warnings: the held-out score decides
                 warnings.simplefilter("ignore")
                 if n_average > 1:
-                    return fit_em_average(gm, data, n_average, seed=seed, max_iter=max_iter, reg_covar=reg_covar)
-                fit_em(gm, data, max_iter=max_iter, seed=seed, progress=False, reg_covar=reg_covar)
+                    return fit_em_average(gm, data, n_average, seed=seed, max_iter=max_iter, reg_covar=reg_covar,
+                                          device=data.device)
+                fit_em(gm, data, max_iter=max_iter, seed=seed, progress=False, reg_covar=reg_covar, device=data.device)
             return gm
 
         scores: dict[int, float] = {}

@@ -190,3 +190,14 @@ def test_fit_with_averaged_em_is_the_averaged_mixture(float64):
     assert den.n_components == 12 and den.selected_components == 3
     log_jac = sched.log_data_scale(torch.Size([2]))
     torch.testing.assert_close(den.log_marginal(sched.normalise(x), torch.zeros(800)) - log_jac, avg.log_prob(x).detach())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_base_lives_and_fits_on_the_gpu():
+    x = torch.randn(400, 2, device="cuda")
+    model0 = DDPM(2, T=100, data_loc=x.mean(0), data_scale=x.std(0), device="cuda", hidden_dim=8, num_blocks=1)
+    base = GaussianMixtureDenoiser.fit(x, model0.schedule, (1, 2), n_average=2, max_iter=20)
+    assert base.means.device.type == "cuda"
+    model = DDPM(2, schedule=model0.schedule, base=base, hidden_dim=8, num_blocks=1)
+    eps, _ = model.predict(x[:5], torch.full((5,), 10, device="cuda"))
+    assert eps.device.type == "cuda" and bool(torch.isfinite(eps).all())
