@@ -48,7 +48,8 @@ def fit_em_average(model: Any, data: Any, n_fits: int = 10, *, bootstrap: bool =
             ``reg_covar``, ``init``, ...; ``progress`` defaults to False, ``device`` to the model's).
 
     Returns:
-        A :class:`vi_models.GaussianMixture` with ``M K`` components (weights ``pi_mk / M``).
+        A :class:`vi_models.GaussianMixture` with ``M K`` components (weights ``pi_mk / M``);
+        its ``converged_`` says whether every run converged.
 
     Raises:
         ConfigError: ``n_fits < 1``, ``n_init``/``warm_start``/``seed`` in ``fit_em_kwargs``, or a
@@ -73,13 +74,15 @@ def fit_em_average(model: Any, data: Any, n_fits: int = 10, *, bootstrap: bool =
     x = as_data_tensor(data, name="data", dtype=like.dtype, device=like.device)
     fit_em_kwargs.setdefault("progress", False)
     fit_em_kwargs.setdefault("device", like.device)  # fit where the model lives (fit_em's own default is the CPU)
-    fits = []
+    fits, results = [], []
     for m in range(n_fits):
         member = copy.deepcopy(model)
         xm = x
         if bootstrap:
             gen = torch.Generator().manual_seed(seed + m)
             xm = x[torch.randint(0, x.shape[0], (x.shape[0],), generator=gen).to(x.device)]
-        fit_em(member, xm, seed=seed + m, **fit_em_kwargs)
+        results.append(fit_em(member, xm, seed=seed + m, **fit_em_kwargs))
         fits.append(member)
-    return GaussianMixture.average(fits)
+    average = GaussianMixture.average(fits)
+    average.converged_ = all(r.converged_ for r in results)
+    return average

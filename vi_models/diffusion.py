@@ -194,11 +194,8 @@ class DDPM(NetworkEMA, NoisePredictions, PyroModule):
         elif not isinstance(network, nn.Module):
             raise ConfigError(f"expected network as an nn.Module (x_t, t) -> prediction, got {type(network).__name__}")
         self.network = network
-        if base is not None and not isinstance(base, nn.Module):
-            raise ConfigError(f"expected base as an nn.Module (y_t, t) -> eps such as a GaussianMixtureDenoiser, got {type(base).__name__}")
-        if base is not None and getattr(base, "schedule", schedule) is not schedule:
-            raise ConfigError("expected the base on the model's schedule: build it with model.schedule (or pass schedule= the base's)")
-        self._modules["base"] = base  # fixed buffers; no Pyro parameters to announce
+        self._modules["base"] = None
+        self.set_base(base)
 
         # c_t of L_{t-1} = w_t ||eps - eps_theta||^2 + c_t (T19): the value of the term at a perfect
         # eps_theta; for t = 1 the Gaussian decoder's normaliser in the data's units.
@@ -226,6 +223,27 @@ class DDPM(NetworkEMA, NoisePredictions, PyroModule):
     def base(self) -> nn.Module | None:
         """The fixed noise predictor the network's output is added to (``None``: none)."""
         return self._modules["base"]
+
+    def set_base(self, base: nn.Module | None) -> None:
+        """Set (or remove, with ``None``) the fixed noise predictor the network's output is added to.
+
+        Raises
+        ------
+        ConfigError
+            ``base`` not a module, on another schedule, or for another data shape.
+        """
+        if base is not None:
+            if not isinstance(base, nn.Module):
+                raise ConfigError(f"expected base as an nn.Module (y_t, t) -> eps such as a GaussianMixtureDenoiser, "
+                                  f"got {type(base).__name__}")
+            if getattr(base, "schedule", self.schedule) is not self.schedule:
+                raise ConfigError("expected the base on the model's schedule: build it with model.schedule "
+                                  "(or pass schedule= the base's)")
+            shape = getattr(base, "data_shape", None)
+            if shape is not None and torch.Size(shape) != self._data_shape:
+                raise ConfigError(f"expected a base for data of shape {tuple(self._data_shape)}, got one for "
+                                  f"{tuple(shape)}")
+        self._modules["base"] = base  # fixed buffers; no Pyro parameters to announce
 
     @property
     def data_shape(self) -> torch.Size:

@@ -57,7 +57,7 @@ class NoisePredictions:
         """What the model predicts (``prediction``) at ``y_t`` and real times ``t``: the network's
         output, plus the :attr:`base`'s noise converted to that parameterisation when there is one."""
         out = self._net(use_ema)(y_t, t)
-        base = self._modules["base"]
+        base = self._modules.get("base")
         if base is None:
             return out
         eps = base(y_t, t)

@@ -364,6 +364,9 @@ class GaussianMixture(MixtureModel):
             raise ConfigError(f"expected mixtures with one n_features and covariance type and no priors, got "
                               f"n_features {sorted({m.n_features for m in mixtures})}, covariance {sorted(kinds)}")
         like = first.weights_unconstrained.detach()
+        places = {(m.weights_unconstrained.dtype, m.weights_unconstrained.device) for m in mixtures}
+        if len(places) > 1:
+            raise ConfigError(f"expected mixtures on one dtype and device, got {sorted(map(str, places))}; move them with .to()")
         w = torch.full((len(mixtures),), 1.0 / len(mixtures), dtype=like.dtype, device=like.device)
         if weights is not None:
             w = torch.as_tensor(weights, dtype=like.dtype, device=like.device).reshape(-1)

@@ -23,7 +23,7 @@ c_skip is the optimal denoiser of a single Gaussian with the data's variance: an
 model (zero output layer) *is* the mixture, its probability-flow ODE gives the mixture's exact
 log-density, and training moves it towards the data from there. Each S_k(t) is diagonalised
 once, S_k(t) = U_k diag(abar_t lambda_k + 1 - abar_t) U_k^T with C_k = U_k diag(lambda_k) U_k^T,
-so a call costs O(n K D^2).
+so a call costs O(n K D^2) time and O(n K D) memory.
 
 References
 ----------
@@ -34,6 +34,7 @@ Generative Models", NeurIPS 2022, Sec. 5 and App. B.6.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +61,9 @@ class GaussianMixtureDenoiser(nn.Module):
     covariances
         Component covariances in the data's units: full ``(K, D, D)``, diagonal ``(K, D)``,
         spherical ``(K,)`` or tied ``(D, D)`` (scikit-learn's layouts, as
-        :attr:`vi_models.GaussianMixture.covariances`); positive semi-definite.
+        :attr:`vi_models.GaussianMixture.covariances`); positive semi-definite (the symmetric
+        part is used). Singular ones (points, lines) are fine for t > 0; at t = 0 their
+        density is degenerate.
     schedule
         The :class:`NoiseSchedule` of the DDPM it serves; its standardisation
         y = (x - data_loc) / data_scale is applied to the mixture.
@@ -78,8 +81,7 @@ class GaussianMixtureDenoiser(nn.Module):
     Raises
     ------
     ConfigError
-        Shapes that do not agree, weights not positive, covariances not symmetric positive
-        semi-definite.
+        Shapes that do not agree, weights not positive, covariances not positive semi-definite.
 
     Examples
     --------
@@ -112,7 +114,8 @@ class GaussianMixtureDenoiser(nn.Module):
         scale = torch.as_tensor(schedule.data_scale, **f).expand(self.data_shape).reshape(d)
         cov = cov / (scale[:, None] * scale[None, :])
         evals, evecs = torch.linalg.eigh(0.5 * (cov + cov.mT))
-        if bool((evals < -1e-8 * evals.abs().amax(-1, keepdim=True).clamp_min(1.0)).any()):
+        tol = 10 * d * torch.finfo(evals.dtype).eps * evals.abs().amax(-1, keepdim=True).clamp_min(1.0)
+        if bool((evals < -tol).any()):
             raise ConfigError("expected positive semi-definite covariances, got a negative eigenvalue")
         self.register_buffer("log_weights", torch.log_softmax(w.log(), -1))
         self.register_buffer("means", (m - loc) / scale)
@@ -182,9 +185,17 @@ class GaussianMixtureDenoiser(nn.Module):
         x = as_data_tensor(train_data, name="train_data", **f)
         data_shape = tuple(x.shape[1:])
         x = x.reshape(x.shape[0], -1)
-        candidates = [n_components] if isinstance(n_components, int) else [int(k) for k in n_components]
-        if not candidates or any(k < 1 or k > x.shape[0] for k in candidates):
-            raise ConfigError(f"expected n_components between 1 and the {x.shape[0]} training points, got {n_components!r}")
+        candidates = [int(n_components)] if isinstance(n_components, numbers.Integral) else [int(k) for k in n_components]
+        if isinstance(n_average, bool) or not isinstance(n_average, numbers.Integral) or n_average < 1:
+            raise ConfigError(f"expected n_average to be an integer >= 1 (EM runs averaged), got {n_average!r}")
+        n_fit = x.shape[0]
+        if len(candidates) > 1:
+            if not 0 < validation_fraction < 1:
+                raise ConfigError(f"expected validation_fraction in (0, 1) such as 0.1, got {validation_fraction!r}")
+            n_fit -= max(1, round(validation_fraction * x.shape[0]))
+        if not candidates or any(k < 1 or k > n_fit for k in candidates):
+            raise ConfigError(f"expected n_components between 1 and the {n_fit} points each candidate is fitted on, "
+                              f"got {n_components!r}")
 
         def fit_one(k: int, data: Tensor) -> GaussianMixture:
             gm = GaussianMixture(k, data.shape[1], covariance=covariance, **f)
@@ -198,8 +209,6 @@ class GaussianMixtureDenoiser(nn.Module):
 
         scores: dict[int, float] = {}
         if len(candidates) > 1:
-            if not 0 < validation_fraction < 1:
-                raise ConfigError(f"expected validation_fraction in (0, 1) such as 0.1, got {validation_fraction!r}")
             order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed)).to(x.device)
             n_val = max(1, round(validation_fraction * x.shape[0]))
             train, val = x[order[n_val:]], x[order[:n_val]]
@@ -229,7 +238,7 @@ class GaussianMixtureDenoiser(nn.Module):
         residual ``z`` ``(n, K, D)`` and component variances ``(n, K, D)`` in the eigenbasis."""
         var = abar * self.eigenvalues.to(y.dtype) + (1 - abar)  # (n, K, D)
         diff = y.unsqueeze(-2) - abar.sqrt() * self.means.to(y.dtype)  # (n, K, D)
-        z = (diff.unsqueeze(-2) @ self.eigenvectors.to(y.dtype)).squeeze(-2)  # U_k^T diff, (n, K, D)
+        z = torch.einsum("nki,kij->nkj", diff, self.eigenvectors.to(y.dtype))  # U_k^T diff, (n, K, D)
         log_joint = self.log_weights.to(y.dtype) - 0.5 * ((z**2 / var) + var.log()).sum(-1) - 0.5 * y.shape[-1] * math.log(2 * math.pi)
         return log_joint, z, var
 
@@ -249,8 +258,10 @@ class GaussianMixtureDenoiser(nn.Module):
         log_joint, z, var = self._responsibilities(y, abar)
         r = torch.softmax(log_joint, -1).unsqueeze(-1)  # (n, K, 1)
         # S_k^{-1} diff = U_k (z / var); the noise is sqrt(1 - abar) times the minus score
-        precision_diff = (self.eigenvectors.to(y.dtype) @ (r * z / var).unsqueeze(-1)).squeeze(-1)  # (n, K, D)
+        precision_diff = torch.einsum("kij,nkj->nki", self.eigenvectors.to(y.dtype), r * z / var)  # (n, K, D)
         eps = (1 - abar[:, 0]).sqrt() * precision_diff.sum(-2)
+        # at abar = 1 (t = 0) the noise has no weight: 0, also where a singular covariance makes S_k = 0
+        eps = torch.where(abar[:, 0] < 1, eps, torch.zeros_like(eps))
         return eps.reshape(y_t.shape)
 
     def log_marginal(self, y_t: Tensor, t: Tensor) -> Tensor:

@@ -29,7 +29,8 @@ Choices where the issue is silent:
 * ``--jit`` (off by default, as Pyro's ``JitTrace_ELBO`` is opt-in) records the training loss
   as a TorchScript graph: the same model/guide pair and gradients without Pyro's Python
   bookkeeping per step, which is most of a step for the 2-D MLPs (see benchmarks/RESULTS.md).
-* ``--base gmm`` fits a Gaussian mixture by EM to the training split (K among
+* ``--base gmm`` fits a Gaussian mixture by EM to the training rows, validation rows excluded,
+  seeded by ``--seed`` (K among
   ``--base-components`` by held-out likelihood on 10% of it; full covariances up to 16
   dimensions, diagonal above; dequantised images get one seeded dequantisation draw;
   ``--base-average M`` averages M EM runs per K, :func:`inference.fit_em_average`) and adds
@@ -154,7 +155,7 @@ class DDPMFamily(Family):
             prediction=config.get("prediction", "eps"),
             image_shape=tuple(bundle.image_shape) if bundle.image_shape is not None else None,
             ema_decay=float(config["ema"]) if config.get("ema", 0) else None,
-            base=_mixture_base(config, bundle, schedule),
+            base=_placeholder_base(config, bundle, schedule),
             hidden_dim=int(config.get("hidden_dim", 128)),
             num_blocks=int(config.get("num_blocks", 3)),
             unet_channels=tuple(config.get("channels", (32, 64))),
@@ -172,6 +173,8 @@ class DDPMFamily(Family):
         if config.get("steps"):
             per_epoch = math.ceil(bundle.train.shape[0] / options["batch_size"])
             options["epochs"] = math.ceil(int(config["steps"]) / per_epoch)
+        if config.get("base", "none") != "none" and model.base is None:
+            model.set_base(_fit_base(config, bundle, model.schedule, int(fit_options.get("seed", 0))))
         transform = _fresh_dequantisation(bundle.num_levels) if bundle.kind == "dequantized" else None
         result = fit_diffusion(
             model, guide, bundle.train,
@@ -249,29 +252,35 @@ def _check_average(m: int) -> int:
     return int(m)
 
 
-def _mixture_base(config: dict[str, Any], bundle: Any, schedule: Any) -> Any:
-    """The ``--base gmm`` noise predictor: fitted by EM on the training split the first time (K,
-    when chosen among candidates, is stored in the config as ``base_fitted_components``), an
-    empty one of that size when a run is reloaded (its buffers come from the checkpoint)."""
+def _placeholder_base(config: dict[str, Any], bundle: Any, schedule: Any) -> Any:
+    """The ``--base gmm`` noise predictor of a fitted run, empty, of the size stored in the config
+    (``base_fitted_components``); its buffers come from the checkpoint. ``None`` before the fit."""
     from vi_models import GaussianMixtureDenoiser
 
-    if config.get("base", "none") == "none":
+    if config.get("base", "none") == "none" or "base_fitted_components" not in config:
         return None
     shape = tuple(bundle.data_shape)
-    d = math.prod(shape)
     f = {"dtype": schedule.betas.dtype, "device": schedule.betas.device}
-    if "base_fitted_components" in config:
-        k = int(config["base_fitted_components"])
-        return GaussianMixtureDenoiser(torch.ones(k, **f), torch.zeros(k, d, **f), torch.ones(k, **f), schedule,
-                                       data_shape=shape, covariance_type="spherical")
+    k = int(config["base_fitted_components"])
+    return GaussianMixtureDenoiser(torch.ones(k, **f), torch.zeros(k, math.prod(shape), **f), torch.ones(k, **f),
+                                   schedule, data_shape=shape, covariance_type="spherical")
+
+
+def _fit_base(config: dict[str, Any], bundle: Any, schedule: Any, seed: int) -> Any:
+    """Fit the ``--base gmm`` noise predictor by EM on the training rows ``train`` sees (not the
+    validation rows), seeded by ``--seed``; K among ``base_components`` by held-out likelihood."""
+    from vi_models import GaussianMixtureDenoiser
+
+    shape = tuple(bundle.data_shape)
+    d = math.prod(shape)
     x = bundle.train
     if bundle.kind == "dequantized":  # a density of continuous data: one dequantisation draw, seeded
-        gen = torch.Generator(device=x.device).manual_seed(int(config.get("seed", 0)))
+        gen = torch.Generator(device=x.device).manual_seed(seed)
         levels = torch.floor(x * bundle.num_levels).clamp(0, bundle.num_levels - 1)
         x = (levels + torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)) / bundle.num_levels
     ks = [k for k in config.get("base_components", [8, 16, 32, 64]) if k <= x.shape[0] // 2] or [1]
     base = GaussianMixtureDenoiser.fit(x, schedule, ks, covariance="full" if d <= 16 else "diag",
-                                       reg_covar=1e-6 if d <= 16 else 1e-3, seed=int(config.get("seed", 0)),
+                                       reg_covar=1e-6 if d <= 16 else 1e-3, seed=seed,
                                        n_average=int(config.get("base_average", 1)))
     config["base_fitted_components"] = base.n_components
     return base

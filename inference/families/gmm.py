@@ -93,7 +93,7 @@ class GMMFamily(Family):
                 avg = fit_em_average(member, x, int(config["average"]), seed=fit_options["seed"], **options)
                 with torch.no_grad():
                     model.set_params(weights=avg.weights, means=avg.means, covariances=avg.covariances)
-                    history = {"loss": [-float(model.log_prob(x).mean())], "converged": [1.0]}
+                    history = {"loss": [-float(model.log_prob(x).mean())], "converged": [float(avg.converged_)]}
             else:
                 result = fit_em(model, x, n_init=config.get("n_init", 1), seed=fit_options["seed"],
                                 progress=fit_options["progress"], **options)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.cli import _open_run, main
+from inference.cli import _open_run, _split_validation, main
 
 TINY = ["--T", "60", "--hidden-dim", "16", "--num-blocks", "1", "--steps", "20", "--ema", "0.9", "--no-progress"]
 
@@ -167,7 +167,9 @@ def test_a_mixture_base_is_fitted_once_and_reloaded_from_the_checkpoint(tmp_path
     config = json.loads((out / "config.json").read_text())["model_config"]
     assert config["base"] == "gmm" and config["base_fitted_components"] in (2, 6)
     _, _, bundle, model, _, _ = _open_run(str(out), "cpu")
-    again = GaussianMixtureDenoiser.fit(bundle.train, model.schedule, [2, 6])
+    # fitted on the training rows fit sees (the validation rows held out), seed 0
+    split, _ = _split_validation(bundle, 0.1, 0)
+    again = GaussianMixtureDenoiser.fit(split.train, model.schedule, [2, 6])
     assert model.base.n_components == again.n_components == config["base_fitted_components"]
     torch.testing.assert_close(model.base.means, again.means)
     torch.testing.assert_close(model.base.eigenvalues, again.eigenvalues)

@@ -116,3 +116,12 @@ def test_cli_average_fits_evaluates_and_refuses_bad_options(tmp_path, capsys):
     for bad in (["--average", "0"], ["--average", "2", "--n-init", "3"], ["--average", "2", "--method", "svi"]):
         assert main(["fit", "gmm", "--data", "moons", "--out", str(tmp_path / "bad"), "-k", "2", *bad]) == 2
         assert "--average" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_every_run_must_converge_for_the_average_to_say_so(moons):
+    with pytest.warns(Warning):
+        short = fit_em_average(GaussianMixture(4, 2, dtype=torch.float64), moons, n_fits=2, max_iter=1)
+    assert short.converged_ is False
+    assert fit_em_average(GaussianMixture(2, 2, dtype=torch.float64), moons, n_fits=2, max_iter=200).converged_ is True
+    with pytest.raises(ConfigError, match="dtype and device"):
+        GaussianMixture.average([fitted(2, moons, 0), GaussianMixture(2, 2, dtype=torch.float32)])

@@ -201,3 +201,22 @@ def test_the_base_lives_and_fits_on_the_gpu():
     model = DDPM(2, schedule=model0.schedule, base=base, hidden_dim=8, num_blocks=1)
     eps, _ = model.predict(x[:5], torch.full((5,), 10, device="cuda"))
     assert eps.device.type == "cuda" and bool(torch.isfinite(eps).all())
+
+
+def test_edge_cases_singular_components_at_t0_float32_rank_one_and_shape_checks():
+    sched = NoiseSchedule(20, "cosine")
+    points = GaussianMixtureDenoiser(torch.ones(2), torch.tensor([[1.0, 0, 0], [-1.0, 0, 0]]), torch.zeros(2), sched)
+    eps = points(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+    assert torch.equal(eps, torch.zeros(2, 3))  # no noise at t = 0, not NaN
+    v = torch.tensor([1.0, 2.0, 3.0])
+    rank_one = GaussianMixtureDenoiser(torch.ones(1), torch.zeros(1, 3), (0.3 * torch.outer(v, v))[None], sched)
+    assert bool(torch.isfinite(rank_one(torch.randn(4, 3), torch.full((4,), 5))).all())
+    with pytest.raises(ConfigError, match="data of shape"):
+        DDPM(2, schedule=sched, base=points)
+    with pytest.raises(ConfigError, match="n_average"):
+        GaussianMixtureDenoiser.fit(torch.randn(50, 3), sched, 2, n_average=0)
+    with pytest.raises(ConfigError, match="n_components"):
+        GaussianMixtureDenoiser.fit(torch.randn(50, 3), sched, (2, 48))
+    import numpy as np
+
+    assert GaussianMixtureDenoiser.fit(torch.randn(50, 3), sched, np.int64(2), max_iter=5).n_components <= 2
