@@ -19,7 +19,13 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 from guides.diffusion import ForwardDiffusion
 from inference.diffusion_losses import fit_diffusion
 from inference.errors import ConfigError
-from vi_models import DDPM, GaussianMixture, GaussianMixtureDenoiser, NoiseSchedule, OptimalDenoiser
+from vi_models import (
+    DDPM,
+    GaussianMixture,
+    GaussianMixtureDenoiser,
+    NoiseSchedule,
+    OptimalDenoiser,
+)
 from vi_models.diffusion_ode import probability_flow_log_prob
 
 
