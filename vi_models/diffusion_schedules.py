@@ -374,18 +374,21 @@ class NoiseSchedule(nn.Module):
     def alphas_cumprod_at(self, t: Tensor) -> Tensor:
         """abar(t) for real t in [0, T]: log abar interpolated linearly between the integers.
 
-        Equals ``alphas_cumprod[t]`` at every integer t; used by the probability-flow ODE.
+        Equals ``alphas_cumprod[t]`` at every integer t; used by the probability-flow ODE. Integer
+        (long) steps index the table directly.
 
         Parameters
         ----------
         t
-            Times, any shape, floating.
+            Times, any shape: floating (real t) or integer steps in {0, ..., T}.
 
         Returns
         -------
         Tensor
             Same shape as ``t``.
         """
+        if not t.is_floating_point():
+            return self.alphas_cumprod[t]
         t = t.clamp(0, self.num_steps)
         low = t.floor().long().clamp(max=self.num_steps - 1)
         frac = (t - low).to(self.log_alphas_cumprod.dtype)

@@ -188,11 +188,12 @@ class GaussianMixtureDenoiser(nn.Module):
         candidates = [int(n_components)] if isinstance(n_components, numbers.Integral) else [int(k) for k in n_components]
         if isinstance(n_average, bool) or not isinstance(n_average, numbers.Integral) or n_average < 1:
             raise ConfigError(f"expected n_average to be an integer >= 1 (EM runs averaged), got {n_average!r}")
-        n_fit = x.shape[0]
+        n_val = 0
         if len(candidates) > 1:
             if not 0 < validation_fraction < 1:
                 raise ConfigError(f"expected validation_fraction in (0, 1) such as 0.1, got {validation_fraction!r}")
-            n_fit -= max(1, round(validation_fraction * x.shape[0]))
+            n_val = max(1, round(validation_fraction * x.shape[0]))
+        n_fit = x.shape[0] - n_val
         if not candidates or any(k < 1 or k > n_fit for k in candidates):
             raise ConfigError(f"expected n_components between 1 and the {n_fit} points each candidate is fitted on, "
                               f"got {n_components!r}")
@@ -210,7 +211,6 @@ class GaussianMixtureDenoiser(nn.Module):
         scores: dict[int, float] = {}
         if len(candidates) > 1:
             order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed)).to(x.device)
-            n_val = max(1, round(validation_fraction * x.shape[0]))
             train, val = x[order[n_val:]], x[order[:n_val]]
             scores = {k: float(fit_one(k, train).log_prob(val).detach().mean()) for k in candidates}
             k = max(scores, key=scores.__getitem__)
@@ -229,9 +229,7 @@ class GaussianMixtureDenoiser(nn.Module):
         return self.means.shape[0]
 
     def _abar(self, t: Tensor, like: Tensor) -> Tensor:
-        s = self.schedule
-        abar = s.alphas_cumprod_at(t) if t.is_floating_point() else s.alphas_cumprod[t]
-        return abar.to(like.dtype)
+        return self.schedule.alphas_cumprod_at(t).to(like.dtype)
 
     def _responsibilities(self, y: Tensor, abar: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """For flat ``y`` ``(n, D)`` and ``abar`` ``(n, 1, 1)``: log-joint ``(n, K)``, rotated

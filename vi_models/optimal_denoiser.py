@@ -71,9 +71,7 @@ class OptimalDenoiser(nn.Module):
         self.chunk_size = check_positive_int(chunk_size, "chunk_size")
 
     def _abar(self, t: Tensor, like: Tensor) -> Tensor:
-        s = self.schedule
-        abar = s.alphas_cumprod_at(t) if t.is_floating_point() else s.alphas_cumprod[t]
-        return abar.to(like.dtype)
+        return self.schedule.alphas_cumprod_at(t).to(like.dtype)
 
     def _log_kernels(self, y: Tensor, t: Tensor) -> Tensor:
         """log N(y | sqrt(abar_t) x_0^i, (1 - abar_t) I) for flat ``y`` ``(n, D)``, ``t`` ``(n,)``: ``(n, N)``."""
