@@ -23,8 +23,10 @@ demo: $(STAMP)
 	$(VENV)/bin/vi-models evaluate runs/demo-vae
 	$(VENV)/bin/vi-models sample runs/demo-vae -n 64 --out runs/demo-vae/samples.png
 
-## Run the whole test suite (shrinks tutorial sizes when CI is set).
+## Check the import layers (import-linter contracts in pyproject.toml), then run the whole test
+## suite (shrinks tutorial sizes when CI is set).
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 -q tests
 
 clean:

@@ -36,10 +36,10 @@ import torch
 from torch import nn
 
 from guides import ForwardDiffusion
-from inference import GaussianNoise, fit_diffusion
-from inference.toy2d import get_toy_density
+from inference import GaussianNoise, fit_diffusion, fit_mixture_denoiser
+from inference.data.toy2d import get_toy_density
 from vi_models import DDPM, GaussianMixtureDenoiser
-from vi_models.diffusion_ode import probability_flow_log_prob
+from vi_models.diffusion.ode import probability_flow_log_prob
 
 
 def kl(density, model: DDPM, x: torch.Tensor, tol: float = 1e-4) -> str:
@@ -99,7 +99,7 @@ def main() -> None:
     model = DDPM(2, T=1000, schedule=sched, prediction=pred, data_loc=train.mean(0), data_scale=train.std(0), ema_decay=0.999,
                  hidden_dim=h, num_blocks=nb)
     if env("BASE", "none") in ("gmm", "gmm-avg"):
-        base = GaussianMixtureDenoiser.fit(train, model.schedule, (8, 16, 32, 64), n_average=10 if env("BASE") == "gmm-avg" else 1)
+        base = fit_mixture_denoiser(train, model.schedule, (8, 16, 32, 64), n_average=10 if env("BASE") == "gmm-avg" else 1)
         model = DDPM(2, schedule=model.schedule, prediction=pred, ema_decay=0.999, hidden_dim=h, num_blocks=nb, base=base)
         print(f"{name}: GaussianMixtureDenoiser base {env('BASE')}, K = {base.selected_components} ({base.n_components} components); "
               f"untrained model (the mixture): "

@@ -194,7 +194,7 @@ def run_flow(ctx: Context) -> dict[str, Any]:
     if ctx.toy:
         std = resolve_noise_std(FLOW_NOISE, ctx.train)
         torch.manual_seed(0)
-        model = SplineFlow(2, 4, (64, 64), count_bins=12).initialize(ctx.train)
+        model = initialize_flow(SplineFlow(2, 4, (64, 64), count_bins=12), ctx.train)
         fit_s = budget_fit(model, None, ctx.train, FLOW_SECONDS, loss="elbo", batch_size=FLOW_BATCH, lr=3e-3,
                            optimizer=adamw(3e-3, 1e-4), clip_norm=5.0,
                            batch_transform=GaussianNoise(std) if std > 0 else None)
@@ -203,7 +203,7 @@ def run_flow(ctx: Context) -> dict[str, Any]:
                   + ("noise regularisation (GaussianNoise) at 3/4 of the KDE's CV bandwidth" if std > 0 else "no noise"))
     else:
         train, val = validation_split(ctx.train)
-        model = SplineFlow(64, 4, (256, 256), permutation="random", domain="unit").initialize(train)
+        model = initialize_flow(SplineFlow(64, 4, (256, 256), permutation="random", domain="unit"), train)
         fit_s = budget_fit(model, None, train, 360, loss="elbo", batch_size=128, lr=1e-3,
                            optimizer=adamw(1e-3, 1e-2), batch_transform=redequantize(ctx.bundle),
                            validation_data=val, early_stopping=15)
@@ -224,7 +224,7 @@ def run_flow_mixture(ctx: Context) -> dict[str, Any]:
         raise ValueError("the mixture-base flow is benchmarked on the 2-D toys only")
     std = resolve_noise_std(FLOW_NOISE, ctx.train)
     torch.manual_seed(0)
-    model = SplineFlow(2, 4, (64, 64), count_bins=12, base="mixture", num_components=16).initialize(ctx.train)
+    model = initialize_flow(SplineFlow(2, 4, (64, 64), count_bins=12, base="mixture", num_components=16), ctx.train)
     fit_s = budget_fit(model, None, ctx.train, FLOW_SECONDS, loss="elbo", batch_size=FLOW_BATCH, lr=3e-3,
                        optimizer=adamw(3e-3, 1e-4), clip_norm=5.0,
                        batch_transform=GaussianNoise(std) if std > 0 else None)
@@ -377,7 +377,7 @@ def run_vae(ctx: Context) -> dict[str, Any]:
 def run_ddpm(ctx: Context) -> dict[str, Any]:
     from guides.diffusion import ForwardDiffusion
     from inference import GaussianNoise
-    from inference.diffusion_losses import fit_diffusion
+    from inference.engine.diffusion_elbo import fit_diffusion
     from vi_models import DDPM
 
     torch.manual_seed(0)

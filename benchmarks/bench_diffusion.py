@@ -44,18 +44,17 @@ import warnings
 import numpy as np
 import pyro
 import torch
+from noise_rule import resolve_noise_std
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KernelDensity
 
 from guides.diffusion import ForwardDiffusion
 from inference import GaussianNoise, load_dataset
-from inference.diffusion_losses import fit_diffusion
-from inference.toy2d import get_toy_density
-from vi_models.diffusion import DDPM
-from vi_models.diffusion_ode import probability_flow_log_prob
-from vi_models.optimal_denoiser import OptimalDenoiser
-
-from noise_rule import resolve_noise_std
+from inference.data.toy2d import get_toy_density
+from inference.engine.diffusion_elbo import fit_diffusion
+from vi_models.diffusion.ddpm import DDPM
+from vi_models.diffusion.denoisers.optimal import OptimalDenoiser
+from vi_models.diffusion.ode import probability_flow_log_prob
 
 QUICK = bool(os.environ.get("BENCH_QUICK"))
 LEAN = bool(os.environ.get("BENCH_LEAN"))  # smaller peer grids and bound sample (a busy machine)

@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
-from inference import NonFiniteLossError, fit, load_dataset
-from vi_models.autoregressive import MADE
-from vi_models.flows import RealNVP, SplineFlow
+from inference import NonFiniteLossError, fit, initialize_flow, load_dataset
+from vi_models.autoregressive.made import MADE
+from vi_models.flows.models import RealNVP, SplineFlow
 
 QUICK = bool(os.environ.get("BENCH_QUICK"))
 TOYS = tuple(os.environ.get("BENCH_TOYS", "8gaussians,moons,swissroll,pinwheel,2spirals,checkerboard").split(","))
@@ -91,7 +91,7 @@ def toys() -> list[str]:
         entropy = -float(log_p.mean())
         for cfg in TOY_MODELS:
             torch.manual_seed(0)
-            model = cfg.build().initialize(bundle.train)
+            model = initialize_flow(cfg.build(), bundle.train)
             try:
                 fit_s = run_fit(cfg, model, bundle.train)
             except NonFiniteLossError as exc:
@@ -170,7 +170,7 @@ def digits() -> list[str]:
         torch.manual_seed(seed)
         model = cfg.build(**build)
         if hasattr(model, "initialize"):
-            model.initialize(train)
+            initialize_flow(model, train)
         return model, run_fit(cfg, model, train, batch_transform=redequantize(bundle), validation_data=val)
 
     for cfg in DIGIT_MODELS:

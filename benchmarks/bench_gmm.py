@@ -24,10 +24,10 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from threadpoolctl import threadpool_limits
 
 from inference import ConvergenceWarning, DegenerateFitWarning, fit
-from inference.data import load_dataset
-from inference.em import fit_em
-from vi_models.discrete_mixture import BernoulliMixture, CategoricalMixture
-from vi_models.mixture import GaussianMixture
+from inference.data.datasets import load_dataset
+from inference.em.loop import fit_em
+from vi_models.mixtures.discrete import BernoulliMixture, CategoricalMixture
+from vi_models.mixtures.gaussian import GaussianMixture
 
 QUICK = bool(os.environ.get("BENCH_QUICK"))
 REPEATS = 1 if QUICK else 3

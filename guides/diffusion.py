@@ -31,14 +31,13 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from inference.diffusion_losses import (
+from vi_models.diffusion.objectives import (
     DiffusionObjective,
     ObjectiveSpec,
     resolve_objective,
 )
-from inference.errors import ConfigError
-from vi_models.diffusion_schedules import NoiseSchedule
-from vi_models.diffusion_sites import (
+from vi_models.diffusion.schedules import NoiseSchedule
+from vi_models.diffusion.sites import (
     PREVIOUS,
     PRIOR,
     STATE,
@@ -47,8 +46,9 @@ from vi_models.diffusion_sites import (
     TimeStep,
     chain_site,
 )
+from vi_models.errors import ConfigError
 from vi_models.nets import check_batch
-from vi_models.vae import DATA_PLATE
+from vi_models.sites import DATA_PLATE
 
 __all__ = ["ForwardDiffusion"]
 

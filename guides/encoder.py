@@ -31,10 +31,10 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from inference._checks import check_choice, check_positive_int, resolve_device
-from inference.errors import DataError
+from vi_models._validation import check_choice, check_positive_int, resolve_device
+from vi_models.errors import DataError
 from vi_models.nets import MLP, ActivationFactory, ConvEncoder, check_batch, resolve_data_shape
-from vi_models.vae import DATA_PLATE, LATENT
+from vi_models.sites import DATA_PLATE, LATENT
 
 __all__ = ["GaussianEncoder"]
 

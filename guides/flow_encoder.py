@@ -59,16 +59,16 @@ from pyro.nn import (
 from torch import Tensor, nn
 from torch.distributions import Transform
 
-from inference._checks import check_choice, check_positive_int
-from inference.errors import ConfigError, DataError
-from vi_models.flows import (
+from vi_models._validation import check_choice, check_positive_int
+from vi_models.errors import ConfigError, DataError
+from vi_models.flows.models import (
     _AffineAutoregressive,
     _permutations,
     clear_transform_caches,
     near_identity_,
 )
 from vi_models.nets import ActivationFactory, _check_dims, _make_activation
-from vi_models.vae import DATA_PLATE, LATENT
+from vi_models.sites import DATA_PLATE, LATENT
 
 from .encoder import GaussianEncoder
 

@@ -15,8 +15,8 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from inference._checks import check_choice, check_positive_int
-from vi_models.vae import DATA_PLATE, LATENT
+from vi_models._validation import check_choice, check_positive_int
+from vi_models.sites import DATA_PLATE, LATENT
 
 __all__ = ["LinearGaussianEncoder"]
 

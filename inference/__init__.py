@@ -1,4 +1,7 @@
-"""vi-models inference: one engine for every model.
+"""vi-models inference: one engine for every model (how we fit and judge).
+
+Subpackages, each importing only those listed after it and :mod:`guides` / :mod:`vi_models`:
+``cli`` (the command) -> ``em``, ``diagnostics``, ``divergences``, ``data`` -> ``engine``.
 
 - :func:`fit`: stochastic variational inference (Trace_ELBO, analytic-KL, enumeration, IWAE)
   for any Pyro model/guide pair, with checkpoints, resume, early stopping and progress bars.
@@ -14,7 +17,8 @@ import pyro as _pyro
 # notebook) instead of sharing them by name through Pyro's global param store.
 _pyro.settings.set(module_local_params=True)
 
-from .errors import (  # noqa: E402
+from vi_models.diffusion.objectives import DiffusionObjective  # noqa: E402
+from vi_models.errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
     ConvergenceWarning,
@@ -24,31 +28,61 @@ from .errors import (  # noqa: E402
     RunDirectoryError,
     VIModelsError,
 )
+
 from .data import DataBundle, available_datasets, load_dataset  # noqa: E402
-from .em import EMResult, assignment_probs, fit_em  # noqa: E402
-from .em_average import fit_em_average  # noqa: E402
-from .fit import FitResult, fit  # noqa: E402
-from .batches import GaussianNoise  # noqa: E402
-from .diffusion_losses import DiffusionELBO, DiffusionObjective, fit_diffusion  # noqa: E402
-from .elbo_terms import ElboTerms, elbo_from_terms, elbo_terms  # noqa: E402
-from .adversarial import AdversarialResult, fit_adversarial, optimal_discriminator  # noqa: E402
-from .diagnostics import inference_data_groups, to_inference_data  # noqa: E402
+from .diagnostics import (  # noqa: E402
+    LooResult,
+    PsisReport,
+    compare,
+    inference_data_groups,
+    loo,
+    pareto_smooth,
+    psis_khat,
+    to_inference_data,
+    vi_loo,
+)
 from .divergences import (  # noqa: E402
     F_DIVERGENCES,
+    AdversarialResult,
     donsker_varadhan_bound,
     f_divergence,
     f_dual_bound,
+    fit_adversarial,
     js_divergence,
     js_dual_bound,
     kl_divergence,
     mmd,
+    optimal_discriminator,
     reverse_kl,
     sliced_wasserstein,
     wasserstein_1d,
 )
-from .likelihood import bits_per_dim, log_importance_weights, log_likelihood, logmeanexp  # noqa: E402
-from .losses import LOSS_NAMES, linear_annealing, make_elbo  # noqa: E402
-from .psis import LooResult, PsisReport, compare, loo, pareto_smooth, psis_khat, vi_loo  # noqa: E402
+from .em import (  # noqa: E402
+    EMResult,
+    assignment_probs,
+    fit_em,
+    fit_em_average,
+    fit_mixture_denoiser,
+    initialize_flow,
+    select_mixture,
+)
+from .engine import (  # noqa: E402
+    LOSS_NAMES,
+    DiffusionELBO,
+    ElboTerms,
+    FitResult,
+    GaussianNoise,
+    bits_per_dim,
+    elbo_from_terms,
+    elbo_terms,
+    fit,
+    fit_diffusion,
+    linear_annealing,
+    log_importance_weights,
+    log_likelihood,
+    logmeanexp,
+    make_elbo,
+)
 
 __all__ = [
     "fit",
@@ -56,6 +90,9 @@ __all__ = [
     "GaussianNoise",
     "fit_em",
     "fit_em_average",
+    "select_mixture",
+    "fit_mixture_denoiser",
+    "initialize_flow",
     "EMResult",
     "assignment_probs",
     "load_dataset",

@@ -27,8 +27,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from torch import Tensor, nn
 
-from inference._checks import check_positive_int
-from inference.errors import ConfigError, DataError
+from ._validation import check_positive_int
+from .errors import ConfigError, DataError
 
 __all__ = [
     "ActivationFactory",

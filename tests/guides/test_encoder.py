@@ -13,8 +13,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from guides import GaussianEncoder
-from inference.errors import ConfigError, DataError
 from vi_models import LATENT, OBSERVED, VAE
+from vi_models.errors import ConfigError, DataError
 
 F64 = torch.float64
 

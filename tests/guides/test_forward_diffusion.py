@@ -13,11 +13,11 @@ from pyro import poutine
 from torch.distributions import Normal
 
 from guides.diffusion import ForwardDiffusion
-from inference.diffusion_losses import DiffusionObjective
-from inference.errors import ConfigError, DataError
-from vi_models.diffusion import DDPM
-from vi_models.diffusion_schedules import NoiseSchedule
-from vi_models.diffusion_sites import PREVIOUS, PRIOR, STATE, TIME, chain_site
+from inference.engine.diffusion_elbo import DiffusionObjective
+from vi_models.diffusion.ddpm import DDPM
+from vi_models.diffusion.schedules import NoiseSchedule
+from vi_models.diffusion.sites import PREVIOUS, PRIOR, STATE, TIME, chain_site
+from vi_models.errors import ConfigError, DataError
 
 
 def latent_sites(trace: poutine.Trace) -> list[str]:

@@ -26,11 +26,11 @@ from torch import nn
 
 from guides import GaussianEncoder
 from inference import fit, log_likelihood
-from inference.errors import ConfigError, DataError, VIModelsError
 from vi_models import DDPM, GAN, VAE, GaussianMixture, KernelDensity, NoDensityError
-from vi_models.autoregressive import MADE
-from vi_models.flows import MAF, RealNVP, SplineFlow
-from vi_models.vae import DATA_PLATE, OBSERVED
+from vi_models.autoregressive.made import MADE
+from vi_models.errors import ConfigError, DataError, VIModelsError
+from vi_models.flows.models import MAF, RealNVP, SplineFlow
+from vi_models.vae.vae import DATA_PLATE, OBSERVED
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,487 @@
+"""The ``vi-models`` command: fit, evaluate and sample every model family from the shell.
+
+::
+
+    vi-models fit vae --data digits --out runs/vae --epochs 100
+    vi-models evaluate runs/vae            # writes and prints metrics.json
+    vi-models sample runs/vae -n 64 --out samples.png
+    vi-models compare runs/vae runs/gmm     # rank evaluated runs by held-out elpd
+
+User errors print one line (``vi-models: error: ...``) and exit with status 2, without a
+traceback; nothing already on disk is damaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["main", "build_parser"]
+
+#: Per-observation held-out log-likelihoods written by ``evaluate`` and read by ``compare``.
+LOG_LIKELIHOOD_FILE = "test_log_likelihood.npy"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``vi-models`` (one sub-parser per command and model family)."""
+    from .families import FAMILIES
+
+    parser = argparse.ArgumentParser(
+        prog="vi-models",
+        description="Fit deep generative models by variational inference, evaluate held-out "
+        "likelihoods and draw samples.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    fit_parser = commands.add_parser("fit", help="fit a model and write a run directory")
+    models = fit_parser.add_subparsers(dest="model", metavar="MODEL")
+    models.required = True
+    for name, family in sorted(FAMILIES.items()):
+        sub = models.add_parser(name, help=family.help, description=family.help)
+        sub.add_argument("--data", default="digits",
+                         help="bundled dataset name (digits, digits-binary, moons, ...) or a file "
+                              "(.npy, .npz, .csv, IDX); default digits")
+        sub.add_argument("--out", required=True, help="run directory to create")
+        sub.add_argument("--epochs", type=_positive_int, default=100, help="training epochs (default 100)")
+        sub.add_argument("--batch-size", type=_positive_int, default=128, help="minibatch size (default 128)")
+        sub.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)")
+        sub.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+        sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        sub.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs")
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+        sub.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        sub.add_argument("--validation-fraction", type=float, default=0.1,
+                         help="share of the training split held out to monitor overfitting (default 0.1; 0: none)")
+        sub.add_argument("--early-stopping", type=int, default=20,
+                         help="stop after this many epochs without a better validation loss, keeping the best "
+                              "epoch's weights (default 20; 0: never)")
+        family.add_arguments(sub)
+
+    ev = commands.add_parser("evaluate", help="held-out log-likelihood and bits/dim of a run")
+    ev.add_argument("run_dir", help="a directory written by `vi-models fit`")
+    ev.add_argument("--data", default=None,
+                    help="score every row of this file (or bundled dataset's test split) instead of "
+                         "the run's test split")
+    ev.add_argument("--num-samples", type=_positive_int, default=1000,
+                    help="importance samples per observation for bounds (default 1000)")
+    ev.add_argument("--max-test", type=_positive_int, default=None,
+                    help="score only the first N test rows (the 2-D densities have 100k)")
+    ev.add_argument("--estimator", default=None,
+                    help="log-likelihood estimator of the family (ddpm: ode, the default, or vlb); "
+                         "default: the family's own")
+    ev.add_argument("--device", default=None, help="device to evaluate on (default: the run's)")
+
+    sm = commands.add_parser("sample", help="draw samples from a fitted run")
+    sm.add_argument("run_dir", help="a directory written by `vi-models fit`")
+    sm.add_argument("-n", "--num", type=_positive_int, default=64, help="number of samples (default 64)")
+    sm.add_argument("--out", default=None, help="output file: .png (grid or scatter) or .npy (array); "
+                                                "default RUN_DIR/samples.png")
+    sm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sm.add_argument("--mean", action="store_true", help="decoder means instead of noisy samples")
+    sm.add_argument("--sampler", default=None,
+                    help="sampler of the family (ddpm: ancestral, the default, or ddim)")
+    sm.add_argument("--steps", type=_positive_int, default=None,
+                    help="sampler steps (ddpm: DDIM steps S, 2 <= S <= T; implies --sampler ddim)")
+    sm.add_argument("--eta", type=float, default=None,
+                    help="DDIM stochasticity (ddpm: 0 deterministic, the default; 1 DDPM-like)")
+    sm.add_argument("--clip-x0", type=_positive_float, default=None,
+                    help="ddpm with ddim: clamp the standardised x_0 prediction to [-C, C] (diffusers' clip_sample)")
+    sm.add_argument("--device", default=None, help="device (default: the run's)")
+    cp = commands.add_parser(
+        "compare",
+        help="rank evaluated runs by held-out expected log predictive density (az.compare)",
+        description="Rank runs scored by `vi-models evaluate` on the same test data by their elpd "
+        "(the sum of per-observation held-out log-likelihoods), with standard errors of the "
+        "differences and stacking weights, through inference.compare.",
+    )
+    cp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more evaluated run directories")
+    cp.add_argument("--out", default=None, help="also write the table to this .csv file")
+    dg = commands.add_parser("diagnose", help="ArviZ diagnostics of a run: k-hat, InferenceData file, plots")
+    dg.add_argument("run_dir", help="a directory written by `vi-models fit`")
+    dg.add_argument("--num-samples", type=_positive_int, default=500,
+                    help="draws from the guide for k-hat and the InferenceData (default 500)")
+    dg.add_argument("--max-test", type=_positive_int, default=200,
+                    help="test observations to diagnose (default 200)")
+    dg.add_argument("--device", default=None, help="device (default: the run's)")
+    return parser
+
+
+def _data_options(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: config[k] for k in ("test_size", "random_state", "seed") if k in config}
+
+
+def _load_bundle(name: str, device: Any, options: dict[str, Any] | None = None) -> Any:
+    from inference.data.datasets import load_dataset
+
+    return load_dataset(name, device=device, **(options or {}))
+
+
+def _split_validation(bundle: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """(bundle whose train split lost a random ``fraction``, the held-out rows) or (bundle, None)."""
+    import dataclasses
+
+    import torch
+
+    n = bundle.train.shape[0]
+    n_val = int(round(fraction * n))
+    if n_val < 1 or n - n_val < 1:
+        return bundle, None
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(bundle.train.device)
+    keep, held = order[n_val:], order[:n_val]
+    changes: dict[str, Any] = {"train": bundle.train[keep]}
+    for name in ("train_levels", "train_targets"):
+        if getattr(bundle, name, None) is not None:
+            changes[name] = getattr(bundle, name)[keep]
+    return dataclasses.replace(bundle, **changes), bundle.train[held]
+
+
+def _family_options(family: Any, allowed_attr: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The options the user set (not None/False), refused with one clear line if ``family`` lacks them.
+
+    A family lists the options it understands in ``allowed_attr`` (e.g. ``sample_options``);
+    families without the attribute understand none of them.
+    """
+    from vi_models.errors import ConfigError
+
+    from .families import FAMILIES
+
+    options = {k: v for k, v in given.items() if v is not None and v is not False}
+    allowed = tuple(getattr(family, allowed_attr, ()))
+    for key in options:
+        if key not in allowed:
+            owners = sorted(n for n, f in FAMILIES.items() if key in getattr(f, allowed_attr, ()))
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{flag} is not an option of the {family.name} family"
+                + (f"; it applies to {', '.join(owners)}" if owners else "") + f"; drop {flag}"
+            )
+    return options
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    import torch
+
+    from inference.diagnostics.plots import plot_history, plot_samples
+    from vi_models._validation import resolve_device
+
+    from .families import get_family
+    from .runs import RunDir
+
+    family = get_family(args.model)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    bundle = _load_bundle(args.data, device)  # validate the data before creating the run directory
+    model_config = family.config_from_args(args)
+    model, guide = family.build(model_config, bundle, device)
+    data_ref = args.data if not os.path.exists(args.data) else str(Path(args.data).resolve())
+    config = {
+        "model": family.name,
+        "data": data_ref,
+        "data_options": {},
+        "model_config": model_config,
+        "fit": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
+        "device": str(device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if not 0.0 <= args.validation_fraction < 1.0:
+        from vi_models.errors import ConfigError
+
+        raise ConfigError(f"expected --validation-fraction in [0, 1), got {args.validation_fraction}")
+    train_bundle, validation = _split_validation(bundle, args.validation_fraction, args.seed)
+    config["fit"].update(validation_fraction=args.validation_fraction, early_stopping=args.early_stopping)
+    run = RunDir.create(args.out, config, overwrite=args.overwrite, resume=args.resume)
+    started = time.perf_counter()
+    history = family.train(
+        model,
+        guide,
+        train_bundle,
+        model_config,
+        run=run,
+        fit_options={
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "device": device,
+            "seed": args.seed,
+            "resume": args.resume,
+            "progress": not args.no_progress,
+            "validation_data": validation,
+            "early_stopping": args.early_stopping if validation is not None and args.early_stopping > 0 else None,
+        },
+    )
+    run.write_json("config.json", {"format": run.config()["format"], **config, "model_config": model_config})
+    run.write_json("history.json", {**history, "fit_seconds": time.perf_counter() - started})
+    if history.get("loss"):
+        run.save_figure("loss.png", plot_history(history, title=f"{family.name} on {bundle.name}"))
+    torch.manual_seed(args.seed)
+    samples = family.sample(model, guide, 64, model_config)
+    run.save_figure("samples.png", plot_samples(samples, image_shape=bundle.image_shape, reference=bundle.train[:2000]
+                                                if bundle.image_shape is None else None))
+    for name, figure in family.figures(model, guide, bundle, model_config).items():
+        run.save_figure(name, figure)
+    unit = family.loss_unit(model_config) if hasattr(family, "loss_unit") else "nats/observation"
+    summary = (f"final training loss {history['loss'][-1]:.4f} {unit}" if history.get("loss")
+               else "fitted in closed form")
+    print(f"fitted {family.name} on {bundle.name}: {summary}; run directory {run.path}")
+    return 0
+
+
+def _run_model_name(run_dir: str) -> str:
+    """The family name in a run directory's config.json (errors as :meth:`RunDir.open`)."""
+    from .runs import RunDir
+
+    return str(RunDir.open(run_dir).config()["model"])
+
+
+def _open_run(run_dir: str, device: Any) -> tuple[Any, Any, Any, Any, Any, dict[str, Any]]:
+    from vi_models._validation import resolve_device
+
+    from .families import get_family
+    from .runs import RunDir
+
+    run = RunDir.open(run_dir)
+    config = run.config()
+    family = get_family(config["model"])
+    dev = resolve_device(device or config.get("device", "cpu"))
+    bundle = _load_bundle(config["data"], dev, config.get("data_options"))
+    model, guide = family.build(dict(config["model_config"]), bundle, dev)
+    family.load_state(model, guide, run.checkpoint_path, dev)
+    for module in (model, guide):
+        if hasattr(module, "eval"):
+            module.eval()
+    return run, family, bundle, model, guide, config
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .families import metrics_from_log_likelihood
+
+    run, family, bundle, model, guide, config = _open_run(args.run_dir, args.device)
+    if args.data is not None:
+        other = _load_bundle(args.data, bundle.train.device)
+        if tuple(other.data_shape) != tuple(bundle.data_shape):
+            from vi_models.errors import DataError
+
+            raise DataError(
+                f"expected data of shape (N, {', '.join(map(str, bundle.data_shape))}) like the run's "
+                f"training data, got {tuple(other.data_shape)} from {args.data!r}"
+            )
+        data = torch.cat([t for t in (other.train, other.test) if t is not None]) if os.path.exists(args.data) else other.test
+        source = args.data
+    else:
+        data, source = bundle.test, f"{config['data']} (test split)"
+    if args.max_test is not None:
+        data = data[: args.max_test]
+    estimator = family.estimator
+    if args.estimator is not None:
+        known = tuple(getattr(family, "estimators", (family.estimator,)))
+        if args.estimator not in known:
+            from vi_models.errors import ConfigError
+
+            raise ConfigError(
+                f"expected --estimator to be one of {', '.join(known)} for the {family.name} family, "
+                f"got {args.estimator!r}"
+            )
+        estimator = args.estimator
+    # only families with a choice of estimators receive the keyword
+    options = {"estimator": estimator} if len(getattr(family, "estimators", ())) > 1 else {}
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    ll = family.log_likelihood(model, guide, data, config["model_config"], num_samples=args.num_samples, **options)
+    metrics = metrics_from_log_likelihood(
+        ll, bundle, discrete=family.is_discrete(model),
+        estimator=f"{estimator}" + (f"-{args.num_samples}" if estimator in ("iwae",) else ""),
+        num_samples=args.num_samples if estimator == "iwae" else None,
+    )
+    metrics.update(family.extra_metrics(model, guide, data, config["model_config"], num_samples=args.num_samples))
+    if bundle.density is not None and args.data is None:
+        # KL(p_data || model) = E_p[log p - log q] on the test samples, with the exact log p.
+        true_ll = bundle.density.log_prob(data.reshape(data.shape[0], -1)).to(ll)
+        metrics["test_kl_to_truth"] = float((true_ll - ll).mean())
+        metrics["test_true_entropy"] = float(-true_ll.mean())
+    if "test_elbo" in metrics:
+        metrics["test_elbo_bits_per_dim"] = float(bundle.bits_per_dim(metrics["test_elbo"], discrete=family.is_discrete(model)))
+        metrics["elbo_gap"] = metrics["test_log_likelihood"] - metrics["test_elbo"]
+    metrics.update({"model": family.name, "data": source, "eval_seconds": time.perf_counter() - started})
+    if args.data is None:
+        # Per-observation values for `vi-models compare` (elpd differences need them, not means).
+        run.save_array(LOG_LIKELIHOOD_FILE, ll.detach().double().cpu().numpy())
+        run.write_json("metrics.json", metrics)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from inference.diagnostics.plots import plot_samples
+    from inference.engine.checkpoint import atomic_write_bytes
+
+    from .families import get_family
+
+    # refuse options the family does not have before loading anything
+    family_options = _family_options(
+        get_family(_run_model_name(args.run_dir)), "sample_options",
+        {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "clip_x0": args.clip_x0},
+    )
+    run, family, bundle, model, guide, config = _open_run(args.run_dir, args.device)
+    out = Path(args.out) if args.out else run.path / "samples.png"
+    if out.suffix.lower() not in (".png", ".npy"):
+        from vi_models.errors import ConfigError
+
+        raise ConfigError(f"expected --out to end in .png or .npy, got {str(out)!r}")
+    torch.manual_seed(args.seed)
+    options = {"mean": True, **family_options} if args.mean else family_options
+    samples = family.sample(model, guide, args.num, config["model_config"], **options)
+    if out.suffix.lower() == ".npy":
+        import io
+
+        buffer = io.BytesIO()
+        np.save(buffer, samples.detach().cpu().numpy())
+        atomic_write_bytes(out, buffer.getvalue())
+    else:
+        from .runs import RunDir
+
+        figure = plot_samples(samples, image_shape=bundle.image_shape,
+                              reference=bundle.train[:2000] if bundle.image_shape is None else None)
+        RunDir(out.parent).save_figure(out.name, figure)
+    print(f"wrote {args.num} samples to {out}")
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import torch
+
+    from inference.diagnostics.plots import plot_history, plot_khat
+
+    run, family, bundle, model, guide, config = _open_run(args.run_dir, args.device)
+    data = bundle.test[: args.max_test]
+    summary: dict[str, Any] = {"model": family.name, "num_test": int(data.shape[0]), "num_samples": args.num_samples}
+    history = run.read_json("history.json") if (run.path / "history.json").exists() else {}
+    if history.get("loss"):
+        run.save_figure("elbo_trace.png", plot_history(history, title=f"{family.name}: -ELBO per observation"))
+    from inference.diagnostics.inference_data import model_family, to_inference_data
+    from inference.diagnostics.psis import psis_khat
+
+    kind = model_family(model, guide)
+    if kind == "no_density":
+        print(f"{family.name} gives samples but no density: no log-likelihood or variational approximation to diagnose")
+        run.write_json("diagnostics.json", {**summary, "khat": None})
+        return 0
+    torch.manual_seed(0)
+    # A DDPM's importance ratio spans the whole reverse chain (T network calls per draw): fewer draws.
+    num_samples = min(args.num_samples, 100) if kind == "diffusion" else args.num_samples
+    if kind == "density":
+        print(f"{family.name} has no latent variables: its log-likelihood is exact, k-hat not needed")
+    elif guide is not None or kind == "diffusion":
+        report = psis_khat(model, guide, data, num_samples, seed=0)
+        print(report)
+        khat = np.atleast_1d(report.khat)
+        summary.update(num_samples=num_samples, khat_max=float(khat.max()), khat_words=str(report),
+                       khat_scope=report.scope, khat_bad=int((khat >= 0.7).sum()),
+                       khat_ok=int(((khat >= 0.5) & (khat < 0.7)).sum()))
+        run.save_figure("khat.png", plot_khat(khat))
+    else:
+        print("no guide: the latents are summed out exactly (log-likelihood exact, k-hat not needed)")
+    idata = to_inference_data(model, guide, data, num_samples=None if kind == "diffusion" else min(args.num_samples, 200),
+                              seed=0)
+    path = run.path / "inference_data.nc"
+    tmp = run.path / ".inference_data.nc.tmp"
+    idata.to_netcdf(str(tmp))
+    os.replace(tmp, path)
+    summary["groups"] = list(idata.groups())
+    if "posterior" in idata.groups():
+        from inference.diagnostics.arviz_io import import_arviz
+
+        print(import_arviz().summary(idata, kind="stats").to_string())
+    run.write_json("diagnostics.json", summary)
+    print(f"wrote {path} and diagnostics.json")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from inference.diagnostics.psis import compare
+    from vi_models.errors import ConfigError, RunDirectoryError
+
+    from .runs import RunDir
+
+    if len(args.run_dirs) < 2:
+        raise ConfigError(f"expected at least two run directories to compare, got {len(args.run_dirs)}")
+    scores: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    for run_dir in args.run_dirs:
+        run = RunDir.open(run_dir)
+        path = run.path / LOG_LIKELIHOOD_FILE
+        if not path.exists():
+            raise RunDirectoryError(
+                f"expected {LOG_LIKELIHOOD_FILE} in {str(run.path)!r}, got none; run `vi-models evaluate {run_dir}` first"
+            )
+        name = run.path.name if run.path.name not in scores else str(run.path)
+        scores[name] = np.load(path, allow_pickle=False)
+        sources[name] = str(run.read_json("metrics.json").get("data", "?"))
+    if len(set(sources.values())) > 1:
+        raise ConfigError(
+            "expected every run scored on the same test data, got "
+            + ", ".join(f"{name}: {src}" for name, src in sources.items())
+            + "; compare runs fitted to the same dataset"
+        )
+    table = compare(scores)
+    print(table.to_string())
+    if args.out is not None:
+        from inference.engine.checkpoint import atomic_write_text
+
+        atomic_write_text(args.out, table.to_csv())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vi-models`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from vi_models.errors import VIModelsError
+
+    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample, "diagnose": cmd_diagnose,
+                "compare": cmd_compare}
+    try:
+        return handlers[args.command](args)
+    except (VIModelsError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"vi-models: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vi-models: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

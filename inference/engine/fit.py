@@ -1,0 +1,478 @@
+"""The one fitting loop: stochastic variational inference for any Pyro model/guide pair.
+
+``fit`` is a thin orchestrator in the spirit of Pyro's ``SVI`` (trace the parameters,
+compute the loss and its gradients, step, zero the gradients), written as a plain PyTorch
+loop so that torch optimizers, LR schedulers, gradient clipping, checkpoints and devices
+work as a PyTorch user expects:
+
+    for epoch:                      # an epoch is one pass over the (shuffled) data
+        for batch:                  # whole small datasets stay on the device
+            loss = elbo.loss_and_grads(model, guide, *batch)   # -ELBO, gradients
+            clip; optimizer.step(); optimizer.zero_grad()
+        validation, scheduler, early stopping, callbacks, checkpoint
+
+The model and guide are called as ``model(*batch)`` and ``guide(*batch)``; a batch is one
+tensor ``(B, ...)`` or a tuple of tensors (``(X, y)`` for regression). A model or guide that
+accepts a ``full_size`` keyword receives the size of the training set, so that it can scale
+its observation plate (``pyro.plate("data", size=full_size, subsample=...)``) and give
+unbiased minibatch gradients when it also has global latent variables.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import ELBO
+from pyro.infer.autoguide import AutoGuide
+from torch import nn
+
+from vi_models._validation import check_positive_int, resolve_device
+from vi_models.errors import ConfigError, ConvergenceWarning, NonFiniteLossError
+
+from ._params import (
+    OptimizerSpec,
+    checkpoint_due,
+    collect_params,
+    end_of_epoch,
+    free_params,
+    make_optimizer,
+    nonfinite_params,
+    nonfinite_sites,
+)
+from ._traces import plate_depth
+from .batches import make_batches, model_dtype
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng_state,
+    check_fingerprint,
+    fingerprint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .convergence import elbo_converged
+from .fit_result import FitResult
+from .losses import Beta, make_elbo, resolve_beta, wrap_beta
+
+__all__ = ["fit", "FitResult"]
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _accepts_full_size(fn: Any) -> bool:
+    target = fn.forward if isinstance(fn, nn.Module) else fn
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return "full_size" in params
+
+
+def _bind(fn: Callable | None, full_size: int | None) -> Callable | None:
+    if fn is None or full_size is None:
+        return fn
+
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, full_size=full_size, **kwargs)
+
+    return bound
+
+
+def _empty_guide(*args: Any, **kwargs: Any) -> None:
+    """The guide of a model without latent variables outside enumeration."""
+
+
+def _state_dict(module: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()} if isinstance(module, nn.Module) else {}
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(
+    model: Callable,
+    guide: Callable | None,
+    data: Any,
+    *,
+    loss: str | ELBO = "elbo",
+    num_particles: int = 1,
+    vectorize_particles: bool | None = None,
+    max_plate_nesting: int | None = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    optimizer: OptimizerSpec = "adam",
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+    clip_norm: float | None = None,
+    beta: Beta = 1.0,
+    device: torch.device | str | None = "cpu",
+    seed: int | None = None,
+    validation_data: Any = None,
+    early_stopping: int | None = None,
+    restore_best: bool = True,
+    callbacks: Iterable[Callable[..., Any]] = (),
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    check_convergence: bool = True,
+    convergence_window: int = 200,
+) -> FitResult:
+    """Fit ``guide`` (and the parameters of ``model``) by stochastic variational inference.
+
+    Args:
+        model: a Pyro model, called as ``model(*batch)``: a :class:`~pyro.nn.PyroModule` or a
+            function registering parameters with ``pyro.param``.
+        guide: the variational family, called like the model; ``None`` for a model whose only
+            latents are enumerated (``loss="enum"``) or that has none.
+        data: training data ``(N, ...)``: a tensor, numpy array, tuple of them, a
+            :class:`inference.data.DataBundle` (its ``train`` split), a torch ``Dataset`` or a
+            ``DataLoader``. In-memory data is moved to ``device`` whole and indexed there.
+        loss: ``"elbo"``, ``"meanfield"`` (analytic KL), ``"enum"``, ``"iwae"`` or a Pyro
+            :class:`~pyro.infer.ELBO` instance (see :mod:`inference.losses`).
+        num_particles: samples per step (K importance samples for ``"iwae"``).
+        vectorize_particles: draw particles in one vectorised pass (default: for ``"iwae"``);
+            the model must then broadcast over an extra leading plate dimension.
+        max_plate_nesting: the model's plate depth, if Pyro should not guess it.
+        epochs: total number of epochs; with ``resume=True`` training continues from the
+            checkpoint's epoch up to this number (so N + M epochs equal N, then M resumed).
+        batch_size: observations per step (clipped to the data size).
+        lr: learning rate for a named optimizer.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"``, a torch optimizer class, or
+            a callable ``params -> Optimizer``.
+        scheduler: a callable ``optimizer -> LR scheduler``, stepped once per epoch
+            (``ReduceLROnPlateau`` gets the monitored loss).
+        clip_norm: clip the global gradient norm to this value.
+        beta: weight of the latent sites' log-densities (the KL term of a VAE), a float or a
+            schedule ``epoch -> float`` such as :func:`inference.linear_annealing`.
+        device: where the model, guide and data live.
+        seed: seeds Pyro/torch/numpy/random and the shuffling; a run with a seed is
+            reproducible bit for bit on CPU.
+        validation_data: held-out data for a validation -ELBO per epoch (monitored by early
+            stopping when given).
+        early_stopping: stop after this many epochs without improvement of the monitored loss.
+        restore_best: with early stopping, put back the parameters of the best epoch at the end.
+        callbacks: callables ``cb(epoch, logs) -> bool | None`` (or objects with an
+            ``on_epoch_end(epoch, logs)`` method) run after every epoch; ``True`` stops training.
+            A callback with a ``set_model(model, guide)`` method receives the pair before
+            training (e.g. :class:`inference.ElboTerms`).
+        checkpoint_dir: directory for ``checkpoint.pt`` (written atomically every
+            ``checkpoint_every`` epochs and at the end).
+        resume: continue from the checkpoint in ``checkpoint_dir`` if one exists.
+        progress: show a tqdm progress bar with the running loss.
+        batch_transform: applied to the first tensor of each training batch on the device (for
+            instance fresh dequantisation noise).
+        check_convergence: warn (:class:`ConvergenceWarning`) when the last
+            ``convergence_window`` step losses still decrease significantly.
+        convergence_window: steps used by the convergence verdict.
+
+    Returns:
+        A :class:`FitResult` with the history of per-epoch losses.
+
+    Raises:
+        ConfigError: an argument outside its allowed values.
+        DataError: data that is empty, non-finite or of the wrong type.
+        NonFiniteLossError: the loss or a parameter became NaN/inf; the error names the
+            epoch, the step and the sample sites whose log-density is non-finite. The last
+            checkpoint written stays intact.
+        CheckpointError: ``resume=True`` with a checkpoint that is unsafe or belongs to another model.
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from inference import fit
+        >>> def model(x):
+        ...     loc = pyro.param("loc", torch.tensor(0.0))
+        ...     with pyro.plate("data", x.shape[0]):
+        ...         pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+        >>> result = fit(model, None, torch.randn(100) + 3.0, epochs=50, lr=0.1, progress=False, seed=0)
+        >>> abs(pyro.param("loc").item() - 3.0) < 0.3
+        True
+    """
+    start_time = time.perf_counter()
+    epochs = check_positive_int(epochs, "epochs", minimum=0)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    if early_stopping is not None:
+        early_stopping = check_positive_int(early_stopping, "early_stopping")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"expected lr to be a positive finite number, got {lr!r}")
+    if clip_norm is not None and not clip_norm > 0:
+        raise ConfigError(f"expected clip_norm > 0 or None, got {clip_norm!r}")
+    if resume and checkpoint_dir is None:
+        raise ConfigError("resume=True needs checkpoint_dir=... (the directory holding checkpoint.pt)")
+    dev = resolve_device(device)
+    make_elbo(loss, num_particles=num_particles)  # validate the loss spec before touching data
+    guide_fn = guide if guide is not None else _empty_guide
+    modules = (model, guide)
+    for module in modules:
+        if isinstance(module, nn.Module):
+            module.to(dev)
+    dtype = model_dtype(*modules)
+
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    shuffle_gen = torch.Generator()
+    shuffle_gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+
+    batches, num_train = make_batches(
+        data, name="data", batch_size=batch_size, device=dev, dtype=dtype, generator=shuffle_gen, shuffle=True
+    )
+    val_batches = None
+    if validation_data is not None:
+        val_batches, _ = make_batches(
+            validation_data, name="validation_data", batch_size=max(batch_size, 512), device=dev,
+            dtype=dtype, generator=torch.Generator(), shuffle=False,
+        )
+
+    full = num_train if _accepts_full_size(model) else None
+    train_model = _bind(model, full)
+    guide_takes_size = _accepts_full_size(guide_fn) or isinstance(guide_fn, AutoGuide)
+    train_guide = _bind(guide_fn, full if guide_takes_size else None)
+
+    first = next(iter(batches))
+    if max_plate_nesting is None and isinstance(loss, str):
+        max_plate_nesting = plate_depth(train_model, train_guide, first)
+    elbo = make_elbo(
+        loss,
+        num_particles=num_particles,
+        vectorize_particles=vectorize_particles,
+        max_plate_nesting=max_plate_nesting,
+    )
+    params = collect_params(elbo, train_model, train_guide, first, modules)
+    if not params:
+        raise ConfigError(
+            "found no trainable parameters in the model or guide; register them in a PyroModule "
+            "(PyroParam / nn.Parameter) or with pyro.param"
+        )
+    free = free_params(params, modules)
+    opt = make_optimizer(optimizer, params, lr)
+    sched = scheduler(opt) if scheduler is not None else None
+
+    history: dict[str, list[float]] = {"loss": [], "val_loss": [], "lr": [], "beta": [], "time": [], "step_loss": []}
+    start_epoch = 0
+    best = (math.inf, None)  # (monitored loss, epoch)
+    best_states: tuple[dict, dict] | None = None
+    bad_epochs = 0
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    fingerprints = {"model": fingerprint(model), "guide": fingerprint(guide)}
+
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=dev)
+        for label, module in (("model", model), ("guide", guide)):
+            check_fingerprint(state["fingerprint"][label], module, label, ckpt_path)
+            if isinstance(module, nn.Module):
+                module.load_state_dict(state[label])
+        for pname, value in state.get("free_params", {}).items():
+            if pname in free:
+                with torch.no_grad():
+                    free[pname].copy_(value)
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+        history = {k: list(v) for k, v in state["history"].items()}
+        start_epoch = int(state["epoch"])
+        best = (float(state["best_loss"]), state["best_epoch"])
+        bad_epochs = int(state["bad_epochs"])
+        if state.get("best_model") is not None:
+            best_states = (state["best_model"], state["best_guide"])
+        restore_rng_state(state["rng"])
+        shuffle_gen.set_state(state["shuffle_rng"])
+
+    def write_checkpoint(epoch: int) -> None:
+        if ckpt_path is None:
+            return
+        save_checkpoint(
+            ckpt_path,
+            {
+                "epoch": epoch,
+                "model": _state_dict(model),
+                "guide": _state_dict(guide),
+                "free_params": {k: v.detach().clone() for k, v in free.items()},
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None and hasattr(sched, "state_dict") else None,
+                "history": history,
+                "best_loss": best[0],
+                "best_epoch": best[1],
+                "bad_epochs": bad_epochs,
+                "best_model": best_states[0] if best_states else None,
+                "best_guide": best_states[1] if best_states else None,
+                "rng": capture_rng_state(),
+                "shuffle_rng": shuffle_gen.get_state(),
+                "fingerprint": fingerprints,
+                "config": {"loss": loss if isinstance(loss, str) else type(loss).__name__},
+            },
+        )
+
+    bar = None
+    if progress and epochs > start_epoch:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=(epochs - start_epoch) * len(batches), desc="fit", unit="step", leave=True)
+
+    stopped_early = False
+    callbacks = tuple(callbacks)
+    for cb in callbacks:
+        attach = getattr(cb, "set_model", None)
+        if callable(attach):
+            attach(model, guide)
+    last_postfix = 0.0
+    try:
+        for epoch in range(start_epoch, epochs):
+            beta_now = resolve_beta(beta, epoch)
+            step_model = wrap_beta(train_model, beta_now)
+            step_guide = wrap_beta(train_guide, beta_now)
+            total, count = 0.0, 0
+            for step, batch in enumerate(batches):
+                if batch_transform is not None:
+                    batch = (batch_transform(batch[0]), *batch[1:])
+                cause: Exception | None = None
+                try:
+                    value = elbo.loss_and_grads(step_model, step_guide, *batch)
+                except ValueError as exc:  # distribution validation caught a NaN parameter first
+                    if "invalid values" not in str(exc):
+                        raise
+                    value, cause = float("nan"), exc
+                if not math.isfinite(value):
+                    with pyro.validation_enabled(False):
+                        sites = nonfinite_sites(step_model, step_guide, batch)
+                    raise NonFiniteLossError(
+                        f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; "
+                        f"non-finite log-densities at: {', '.join(sites) or 'none found on a fresh trace'}. "
+                        "Lower lr, set clip_norm=..., or check the data for extreme values"
+                        + (f"; the checkpoint of epoch {epoch} in {str(ckpt_path.parent)!r} is intact" if ckpt_path and ckpt_path.exists() else "")
+                    ) from cause
+                if clip_norm is not None:
+                    norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                    if not bool(torch.isfinite(norm)):
+                        raise NonFiniteLossError(
+                            f"the gradient norm became {float(norm)} at epoch {epoch + 1}, step {step + 1}; "
+                            "lower lr or check the model's parameterisation"
+                        )
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                n = batch[0].shape[0]
+                history["step_loss"].append(value / (full if full is not None else n))
+                # A full-size-scaled loss is (N / B) times the batch's sum: rescale to the batch.
+                total += value if full is None else value * n / full
+                count += n
+                if bar is not None:
+                    bar.update(1)
+                    now = time.perf_counter()
+                    if now - last_postfix > 0.5:
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{total / max(count, 1):.4g}", refresh=False)
+                        last_postfix = now
+            bad = nonfinite_params(modules, free)
+            if bad:
+                raise NonFiniteLossError(
+                    f"parameters became non-finite during epoch {epoch + 1}: {bad[:5]}; "
+                    "lower lr or set clip_norm=..." + (" (the last checkpoint is intact)" if ckpt_path else "")
+                )
+            epoch_loss = total / count
+            history["loss"].append(epoch_loss)
+            history["beta"].append(beta_now)
+            history["lr"].append(float(opt.param_groups[0]["lr"]))
+            monitored = epoch_loss
+            if val_batches is not None:
+                val_loss = evaluate_loss(elbo, model, guide_fn, val_batches, full_size=full)
+                history["val_loss"].append(val_loss)
+                monitored = val_loss
+            history["time"].append(time.perf_counter() - start_time)
+            if sched is not None:
+                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    sched.step(monitored)
+                else:
+                    sched.step()
+            if monitored < best[0]:
+                best = (monitored, epoch + 1)
+                bad_epochs = 0
+                if early_stopping is not None and restore_best:
+                    best_states = (_state_dict(model), _state_dict(guide))
+            else:
+                bad_epochs += 1
+            logs = {k: v[-1] for k, v in history.items() if v and k != "step_loss"}
+            if bar is not None:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.4g}", **({"val": f"{history['val_loss'][-1]:.4g}"} if val_batches else {}))
+            stop = end_of_epoch(callbacks, epoch + 1, logs, stop=early_stopping is not None and bad_epochs >= early_stopping)
+            if checkpoint_due(epoch + 1, checkpoint_every, epochs, stop):
+                write_checkpoint(epoch + 1)
+            if stop:
+                stopped_early = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    epochs_run = len(history["loss"])
+    if stopped_early and restore_best and best_states is not None:
+        for module, sd in zip(modules, best_states):
+            if isinstance(module, nn.Module):
+                module.load_state_dict(sd)
+    report = elbo_converged(history["step_loss"], window=convergence_window)
+    if check_convergence and not stopped_early and not report.converged and epochs_run > 0:
+        warnings.warn(
+            f"SVI has not converged after {epochs_run} epochs: {report.reason}; train for more "
+            "epochs, raise lr, or pass check_convergence=False to silence this",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    config = {
+        "loss": loss if isinstance(loss, str) else type(loss).__name__,
+        "num_particles": num_particles,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer),
+        "clip_norm": clip_norm,
+        "beta": beta if not callable(beta) else repr(beta),
+        "device": str(dev),
+        "seed": seed,
+        "early_stopping": early_stopping,
+    }
+    return FitResult(
+        model=model,
+        guide=guide,
+        history=history,
+        epochs_run=epochs_run,
+        best_epoch=best[1],
+        stopped_early=stopped_early,
+        elapsed=time.perf_counter() - start_time,
+        num_train=num_train,
+        config={k: _json_safe(v) for k, v in config.items()},
+        converged_=report.converged,
+        convergence=report,
+    )
+
+
+def evaluate_loss(
+    elbo: ELBO, model: Callable, guide: Callable, batches: Iterable, *, full_size: int | None = None
+) -> float:
+    """Mean -ELBO per observation over ``batches`` (no gradients, beta = 1)."""
+    eval_model = _bind(model, full_size)
+    eval_guide = _bind(guide, full_size if _accepts_full_size(guide) or isinstance(guide, AutoGuide) else None)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            value = elbo.loss(eval_model, eval_guide, *batch)
+            n = batch[0].shape[0]
+            total += value * (n / full_size if full_size else 1.0)
+            count += n
+    return total / count
+

@@ -1,0 +1,29 @@
+"""Finite mixtures z ~ Categorical(pi), x | z = k ~ p(x | theta_k), fitted by EM or by SVI with enumeration.
+
+- :class:`GaussianMixture` (full, diag, spherical or tied covariances; optional priors:
+  :class:`MixturePrior`), :class:`BernoulliMixture`, :class:`CategoricalMixture`;
+- :mod:`.base`: :class:`MixtureModel`, the Pyro program and closed-form M-step they share;
+- :mod:`.components`: the component families; :mod:`.init`: the initial responsibilities.
+"""
+
+from .base import ASSIGNMENT, COMPONENT_PLATE, WEIGHTS, MixtureModel
+from .components import ComponentEmission, Components, GaussianComponents
+from .discrete import BernoulliMixture, CategoricalMixture
+from .gaussian import GaussianMixture, MixturePrior
+from .init import INIT_METHODS, initial_responsibilities
+
+__all__ = [
+    "ASSIGNMENT",
+    "COMPONENT_PLATE",
+    "WEIGHTS",
+    "MixtureModel",
+    "Components",
+    "ComponentEmission",
+    "GaussianComponents",
+    "GaussianMixture",
+    "MixturePrior",
+    "BernoulliMixture",
+    "CategoricalMixture",
+    "INIT_METHODS",
+    "initial_responsibilities",
+]
