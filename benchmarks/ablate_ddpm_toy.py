@@ -27,25 +27,24 @@ likelihood; gmm-avg averages 10 EM runs per K; the untrained model, i.e. the mix
 
 from __future__ import annotations
 
-import math
-import os
 import sys
 import time
 
 import torch
+from _common import env, mean_se
 from torch import nn
 
 from guides import ForwardDiffusion
 from inference import GaussianNoise, fit_diffusion, fit_mixture_denoiser
-from inference.data.toy2d import get_toy_density
+from inference.data import get_toy_density
 from vi_models import DDPM, GaussianMixtureDenoiser
-from vi_models.diffusion.ode import probability_flow_log_prob
+from vi_models.diffusion import probability_flow_log_prob
 
 
 def kl(density, model: DDPM, x: torch.Tensor, tol: float = 1e-4) -> str:
     x = x.to(model.schedule.betas.dtype)
-    diff = density.log_prob(x) - probability_flow_log_prob(model, x, trace="exact", rtol=tol, atol=tol)
-    return f"{float(diff.mean()):.4f} ± {float(diff.std()) / math.sqrt(diff.numel()):.4f}"
+    value, se = mean_se(density.log_prob(x) - probability_flow_log_prob(model, x, trace="exact", rtol=tol, atol=tol))
+    return f"{value:.4f} ± {se:.4f}"
 
 
 def true_predictor(density, model: DDPM) -> GaussianMixtureDenoiser:
@@ -76,7 +75,6 @@ def error_by_time(model: DDPM, oracle: nn.Module, x: torch.Tensor, generator: to
 
 def main() -> None:
     torch.set_num_threads(1)
-    env = os.environ.get
     name = env("TOY", "8gaussians")
     density = get_toy_density(name)
     gen = torch.Generator().manual_seed(0)  # the draws of bench_diffusion.py: train, validation, test

@@ -1,7 +1,7 @@
 """DDPM benchmarks: likelihood on the 2-D densities and the digits, samplers, oracle gap, speed.
 
 Everything is fitted through the package's engine (``inference.fit`` via
-``inference.diffusion_losses.fit_diffusion``) and printed as markdown tables:
+``inference.fit_diffusion``) and printed as markdown tables:
 
 1. 2-D densities with an exact log density: KL(p_data || model) = E_p[log p - log q], with
    log q the probability-flow ODE likelihood of the DDPM (exact divergence), 10k training
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import platform
 import statistics
 import time
@@ -44,40 +43,32 @@ import warnings
 import numpy as np
 import pyro
 import torch
+from _common import QUICK, env, env_list, holdout, mean_se, table, timed
 from noise_rule import resolve_noise_std
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KernelDensity
 
-from guides.diffusion import ForwardDiffusion
-from inference import GaussianNoise, load_dataset
-from inference.data.toy2d import get_toy_density
-from inference.engine.diffusion_elbo import fit_diffusion
-from vi_models.diffusion.ddpm import DDPM
-from vi_models.diffusion.denoisers.optimal import OptimalDenoiser
-from vi_models.diffusion.ode import probability_flow_log_prob
+from guides import ForwardDiffusion
+from inference import GaussianNoise, fit_diffusion, load_dataset
+from inference.data import get_toy_density
+from vi_models import DDPM, OptimalDenoiser
+from vi_models.diffusion import probability_flow_log_prob
 
-QUICK = bool(os.environ.get("BENCH_QUICK"))
-LEAN = bool(os.environ.get("BENCH_LEAN"))  # smaller peer grids and bound sample (a busy machine)
-ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
-SPEED_CONFIGS = set(filter(None, os.environ.get("BENCH_SPEED_CONFIGS", "").split(",")))  # e.g. "0,1" of bench_speed
+LEAN = bool(env("BENCH_LEAN"))  # smaller peer grids and bound sample (a busy machine)
+ONLY = set(env_list("BENCH_ONLY"))
+SPEED_CONFIGS = set(env_list("BENCH_SPEED_CONFIGS"))  # e.g. "0,1" of bench_speed
 GOALS = {"8gaussians": 0.01, "moons": 0.01, "swissroll": 0.02, "pinwheel": 0.03, "2spirals": 0.04,
          "checkerboard": 0.10, "circles": None}  # circles: no goal in the issue, compared with the peers only
-TOYS = [n for n in os.environ.get("BENCH_TOYS", ",".join(GOALS)).split(",") if n]
+TOYS = env_list("BENCH_TOYS", ",".join(GOALS))
 N_TRAIN = 10_000
-N_TEST = int(os.environ.get("BENCH_TEST") or (2_000 if QUICK else 100_000))
-TOY_EPOCHS = int(os.environ.get("BENCH_TOY_EPOCHS") or (15 if QUICK else 400))
-TOY_BATCH = int(os.environ.get("BENCH_TOY_BATCH") or 256)
+N_TEST = env("BENCH_TEST", 2_000 if QUICK else 100_000, int)
+TOY_EPOCHS = env("BENCH_TOY_EPOCHS", 15 if QUICK else 400, int)
+TOY_BATCH = env("BENCH_TOY_BATCH", 256, int)
 #: Noise regularisation of the toy DDPMs: "kde" (3/4 of a KDE's cross-validated bandwidth, as the flows of
 #: bench_density_table.py), a std, or "0" (none).
-TOY_NOISE = os.environ.get("BENCH_TOY_NOISE", "kde")
-DIGIT_EPOCHS = int(os.environ.get("BENCH_DIGIT_EPOCHS") or (10 if QUICK else 400))
+TOY_NOISE = env("BENCH_TOY_NOISE", "kde")
+DIGIT_EPOCHS = env("BENCH_DIGIT_EPOCHS", 10 if QUICK else 400, int)
 T = 1000
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def toy_model(train: torch.Tensor, ema: bool = True) -> DDPM:
@@ -88,17 +79,16 @@ def toy_model(train: torch.Tensor, ema: bool = True) -> DDPM:
 def train_toy(train: torch.Tensor, epochs: int, seed: int = 0, noise_std: float = 0.0) -> tuple[DDPM, float]:
     torch.manual_seed(seed)
     model = toy_model(train)
-    start = time.perf_counter()
-    fit_diffusion(model, ForwardDiffusion(model.schedule), train, objective="simple", epochs=epochs, batch_size=TOY_BATCH,
-                  lr=2e-3, seed=seed, progress=False, check_convergence=False, jit=True,
-                  batch_transform=GaussianNoise(noise_std) if noise_std > 0 else None,
-                  scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs))
-    return model, time.perf_counter() - start
+    _, seconds = timed(lambda: fit_diffusion(
+        model, ForwardDiffusion(model.schedule), train, objective="simple", epochs=epochs, batch_size=TOY_BATCH,
+        lr=2e-3, seed=seed, progress=False, check_convergence=False, jit=True,
+        batch_transform=GaussianNoise(noise_std) if noise_std > 0 else None,
+        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)))
+    return model, seconds
 
 
 def kl_with_se(log_p: torch.Tensor, log_q: torch.Tensor) -> tuple[float, float]:
-    diff = (log_p - log_q).double()
-    return float(diff.mean()), float(diff.std()) / math.sqrt(diff.numel())
+    return mean_se((log_p - log_q).double())
 
 
 def best_gmm(train: np.ndarray, val: np.ndarray) -> tuple[GaussianMixture, int]:
@@ -205,7 +195,7 @@ def bench_digits() -> tuple[str, str, str, DDPM]:
     likelihood = table(["model (digits, dequantised, held-out)", "bits/dim", "notes"], rows)
 
     # samples: memorisation share and sampler quality against held-out images
-    n_samples = int(os.environ.get("BENCH_DIGIT_SAMPLES") or (100 if QUICK else 360))
+    n_samples = env("BENCH_DIGIT_SAMPLES", 100 if QUICK else 360, int)
     gen = torch.Generator().manual_seed(1)
     quality = []
     samples = {}
@@ -263,10 +253,9 @@ def digit_peers(bundle) -> list[list[str]]:
         vae = VAE(64, 16, hidden_dims=(512, 512), likelihood="categorical", num_levels=17)
         enc = GaussianEncoder(64, 16, hidden_dims=(512, 512), num_levels=17)
         # early stopping on 10% of the training images, as the CLI and bench_vae.py do (it overfits otherwise)
-        order = torch.randperm(bundle.train.shape[0], generator=torch.Generator().manual_seed(0))
-        n_val = bundle.train.shape[0] // 10
-        fit(vae, enc, bundle.train[order[n_val:]], loss="meanfield", epochs=epochs, batch_size=128, lr=1e-3, seed=0,
-            progress=False, check_convergence=False, validation_data=bundle.train[order[:n_val]], early_stopping=20)
+        train, val = holdout(bundle.train, bundle.train.shape[0] // 10)
+        fit(vae, enc, train, loss="meanfield", epochs=epochs, batch_size=128, lr=1e-3, seed=0,
+            progress=False, check_convergence=False, validation_data=val, early_stopping=20)
         ll = log_likelihood(vae, enc, bundle.test, num_samples=100 if QUICK else 1000, seed=0).mean()
         rows.append([f"vi-models VAE, categorical decoder (early-stopped, at most {epochs} epochs), IWAE",
                      f"{bundle.bits_per_dim(ll, discrete=True):.3f}", "exact discrete figure (a bound via IWAE)"])

@@ -15,21 +15,19 @@ repeated timing rounds, and the ratio to pure PyTorch.
 from __future__ import annotations
 
 import copy
-import os
-import platform
 import statistics
 import time
 
 import pyro
 import torch
+from _common import QUICK, env, machine_line
 
 from guides import GaussianEncoder
 from inference import fit, load_dataset
 from vi_models import VAE
 
-QUICK = bool(os.environ.get("BENCH_QUICK"))
 EPOCHS = 3 if QUICK else 12
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", 2 if QUICK else 9))
+ROUNDS = env("BENCH_ROUNDS", 2 if QUICK else 9, int)
 BATCH = 128
 
 
@@ -114,8 +112,7 @@ def main() -> None:
         m, g = copy.deepcopy(base_model), copy.deepcopy(base_guide)
         results["inference.fit"].append(time_fit(m, g, x))
     base = statistics.median(results["pure PyTorch"])
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, pyro {pyro.__version__}")
+    print(f"{machine_line()}, threads {torch.get_num_threads()}, pyro {pyro.__version__}")
     print(f"digits VAE (categorical decoder, z=16, hidden 512x512), batch {BATCH}, analytic-KL ELBO, "
           f"{ROUNDS} rounds x {EPOCHS} epochs\n")
     print("| loop | ms / step (median) | ratio to pure PyTorch |")

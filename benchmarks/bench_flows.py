@@ -20,22 +20,19 @@ observed one, so the ELBO is exactly ``log p(x)``. One torch thread; seeds fixed
 from __future__ import annotations
 
 import math
-import os
-import platform
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
+from _common import QUICK, chunked, env_list, machine_line, redequantize, timed
 
 from inference import NonFiniteLossError, fit, initialize_flow, load_dataset
-from vi_models.autoregressive.made import MADE
-from vi_models.flows.models import RealNVP, SplineFlow
+from vi_models import MADE, RealNVP, SplineFlow
 
-QUICK = bool(os.environ.get("BENCH_QUICK"))
-TOYS = tuple(os.environ.get("BENCH_TOYS", "8gaussians,moons,swissroll,pinwheel,2spirals,checkerboard").split(","))
+TOYS = tuple(env_list("BENCH_TOYS", "8gaussians,moons,swissroll,pinwheel,2spirals,checkerboard"))
 #: The issue's goals (nats) and the best of sklearn GaussianMixture / KDE above the true entropy.
 GOALS = {"8gaussians": 0.01, "moons": 0.01, "swissroll": 0.02, "pinwheel": 0.03, "2spirals": 0.04, "checkerboard": 0.10}
 PEERS = {"8gaussians": 0.001, "moons": 0.004, "swissroll": 0.016, "pinwheel": 0.030, "2spirals": 0.038, "checkerboard": 0.103}
@@ -71,16 +68,15 @@ def cosine(epochs: int) -> Callable[[torch.optim.Optimizer], Any]:
 
 def run_fit(cfg: Config, model: torch.nn.Module, train: torch.Tensor, **extra: Any) -> float:
     epochs = max(1, round(cfg.epochs * EPOCHS))
-    start = time.perf_counter()
-    fit(model, None, train, loss="elbo", epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=0,
-        scheduler=cosine(epochs), progress=False, check_convergence=False, **cfg.fit_kwargs, **extra)
-    return time.perf_counter() - start
+    _, seconds = timed(lambda: fit(model, None, train, loss="elbo", epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                   seed=0, scheduler=cosine(epochs), progress=False, check_convergence=False,
+                                   **cfg.fit_kwargs, **extra))
+    return seconds
 
 
-@torch.no_grad()
 def chunked_log_prob(model: torch.nn.Module, x: torch.Tensor, chunk: int = 20_000) -> torch.Tensor:
     model.eval()
-    return torch.cat([model.log_prob(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+    return chunked(model.log_prob, x, chunk, dtype=None)
 
 
 def toys() -> list[str]:
@@ -100,9 +96,7 @@ def toys() -> list[str]:
                 continue
             gap = log_p - chunked_log_prob(model, bundle.test)
             kl, se = float(gap.mean()), float(gap.std() / math.sqrt(gap.numel()))
-            start = time.perf_counter()
-            model.sample(100_000, generator=torch.Generator().manual_seed(0))
-            sample_s = time.perf_counter() - start
+            _, sample_s = timed(partial(model.sample, 100_000, generator=torch.Generator().manual_seed(0)))
             verdict = "met" if kl <= GOALS[name] else "**missed**"
             rows.append(
                 f"| {name} | {cfg.label} | {kl:.4f} ± {se:.4f} | {GOALS[name]:.2f} ({verdict}) | {PEERS[name]:.3f} "
@@ -110,15 +104,6 @@ def toys() -> list[str]:
             )
             print(rows[-1], flush=True)
     return rows
-
-
-def redequantize(bundle: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Fresh uniform noise within each pixel's bin for every batch (Theis et al. 2016, Sec. 3.1)."""
-
-    def transform(x: torch.Tensor) -> torch.Tensor:
-        return bundle.dequantize(torch.floor(x * bundle.num_levels).clamp(0, bundle.num_levels - 1).long())
-
-    return transform
 
 
 #: Digits: AdamW, batch 128, cosine schedule over at most ``epochs``, early stopping on a
@@ -190,8 +175,7 @@ def digits() -> list[str]:
 
 def main(parts: tuple[str, ...] = ("toys", "digits")) -> None:
     torch.set_num_threads(1)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{'QUICK' if QUICK else 'full'} run, {N_TEST} test draws per toy\n")
+    print(f"{machine_line()}, {'QUICK' if QUICK else 'full'} run, {N_TEST} test draws per toy\n")
     print("| toy | model | KL(p ‖ q) nats ± s.e. | goal | best sklearn GMM/KDE | true entropy | fit s | sample 100k s |")
     print("|---|---|---|---|---|---|---|---|")
     toy_rows = toys() if "toys" in parts else []

@@ -13,23 +13,19 @@ threads the other does not use. Timings are the median of ``REPEATS`` runs.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 import warnings
 
 import numpy as np
 import torch
+from _common import QUICK, table, timed
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from threadpoolctl import threadpool_limits
 
-from inference import ConvergenceWarning, DegenerateFitWarning, fit
-from inference.data.datasets import load_dataset
-from inference.em.loop import fit_em
-from vi_models.mixtures.discrete import BernoulliMixture, CategoricalMixture
-from vi_models.mixtures.gaussian import GaussianMixture
+from inference import ConvergenceWarning, DegenerateFitWarning, fit, fit_em, load_dataset
+from vi_models import BernoulliMixture, CategoricalMixture, GaussianMixture
 
-QUICK = bool(os.environ.get("BENCH_QUICK"))
 REPEATS = 1 if QUICK else 3
 N, D, K = (20_000 if QUICK else 100_000), 10, 8
 DIGITS_K = (10,) if QUICK else (10, 20, 40)
@@ -54,24 +50,16 @@ def initial_params(x: np.ndarray, covariance: str, k: int = K, seed: int = 0) ->
 
 
 def time_sklearn(x: np.ndarray, covariance: str, init: dict, k: int = K, **kw) -> tuple[float, SkGaussianMixture]:
-    start = time.perf_counter()
-    sk = SkGaussianMixture(k, covariance_type=covariance, weights_init=init["weights"], means_init=init["means"],
-                           precisions_init=init["precisions"], **kw).fit(x)
-    return time.perf_counter() - start, sk
+    sk, seconds = timed(lambda: SkGaussianMixture(k, covariance_type=covariance, weights_init=init["weights"],
+                                                  means_init=init["means"], precisions_init=init["precisions"],
+                                                  **kw).fit(x))
+    return seconds, sk
 
 
 def time_fit_em(x: torch.Tensor, covariance: str, init: dict, k: int = K, **kw):
     model = GaussianMixture(k, x.shape[1], covariance, dtype=torch.float64)
-    start = time.perf_counter()
-    result = fit_em(model, x, init=init, progress=False, **kw)
-    return time.perf_counter() - start, result
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    result, seconds = timed(lambda: fit_em(model, x, init=init, progress=False, **kw))
+    return seconds, result
 
 
 def bench_speed() -> str:

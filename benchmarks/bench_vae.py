@@ -19,12 +19,10 @@ here, independent of the package), an independent Bernoulli.
 from __future__ import annotations
 
 import math
-import os
-import time
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
+from _common import QUICK, categorical_mixture_log_prob, em_categorical_mixture, holdout, table, timed
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
@@ -34,7 +32,6 @@ from guides import GaussianEncoder
 from inference import fit, load_dataset, log_likelihood
 from vi_models import VAE
 
-QUICK = bool(os.environ.get("BENCH_QUICK"))
 LOG17 = math.log(17)
 D = 64
 
@@ -47,22 +44,10 @@ def bpd_discrete(ll: float) -> float:
     return -ll / (D * math.log(2))
 
 
-def em_categorical_mixture(k_train: np.ndarray, k_test: np.ndarray, n_components: int, levels: int,
-                           iters: int = 200, alpha: float = 1.0, seed: int = 0) -> float:
-    """Mean test log P(k) of an EM mixture of independent categoricals (numpy)."""
-    rng = np.random.default_rng(seed)
-    np.seterr(divide="ignore")  # a component that dies has log weight -inf: harmless in logsumexp
-    onehot = np.eye(levels)[k_train]  # (N, D, L)
-    resp = rng.dirichlet(np.ones(n_components), size=len(k_train))
-    for _ in range(iters):
-        nk = resp.sum(0)
-        weights = nk / nk.sum()
-        counts = np.einsum("nk,ndl->kdl", resp, onehot) + alpha
-        logp = np.log(counts / counts.sum(-1, keepdims=True))  # (K, D, L)
-        joint = np.log(weights) + np.einsum("ndl,kdl->nk", onehot, logp)
-        resp = np.exp(joint - logsumexp(joint, 1, keepdims=True))
-    test = np.log(weights) + np.einsum("ndl,kdl->nk", np.eye(levels)[k_test], logp)
-    return float(logsumexp(test, 1).mean())
+def em_mixture_test_ll(k_train: np.ndarray, k_test: np.ndarray, n_components: int, levels: int, iters: int = 200) -> float:
+    """Mean test log P(k) of an EM mixture of independent categoricals (numpy, ``_common.em_categorical_mixture``)."""
+    log_w, log_p = em_categorical_mixture(k_train, n_components, levels, iters=iters)
+    return float(categorical_mixture_log_prob(log_w, log_p, k_test).mean())
 
 
 def fit_vae(bundle, likelihood: str, epochs: int, z_dim: int, hidden: tuple[int, ...], loss: str, k: int):
@@ -71,13 +56,10 @@ def fit_vae(bundle, likelihood: str, epochs: int, z_dim: int, hidden: tuple[int,
     model = VAE(x_dim, z_dim, hidden_dims=hidden, likelihood=likelihood, num_levels=17)
     guide = GaussianEncoder(x_dim, z_dim, hidden_dims=hidden, num_levels=17 if likelihood == "categorical" else None)
     # Hold out 10% of the training split for early stopping (the VAE overfits 1437 images).
-    order = torch.randperm(bundle.train.shape[0], generator=torch.Generator().manual_seed(0))
-    n_val = bundle.train.shape[0] // 10
-    train, val = bundle.train[order[n_val:]], bundle.train[order[:n_val]]
-    start = time.perf_counter()
-    fit(model, guide, train, loss=loss, num_particles=k, epochs=epochs, batch_size=128, lr=1e-3,
-        seed=0, progress=False, validation_data=val, early_stopping=20, check_convergence=False)
-    return model, guide, time.perf_counter() - start
+    train, val = holdout(bundle.train, bundle.train.shape[0] // 10)
+    _, seconds = timed(lambda: fit(model, guide, train, loss=loss, num_particles=k, epochs=epochs, batch_size=128, lr=1e-3,
+                                   seed=0, progress=False, validation_data=val, early_stopping=20, check_convergence=False))
+    return model, guide, seconds
 
 
 def main() -> None:
@@ -97,7 +79,7 @@ def main() -> None:
     logp = np.log(counts / counts.sum(1, keepdims=True))
     rows.append(("independent per-pixel categorical (add-one)", f"{bpd_discrete(logp[np.arange(D), kte].sum(1).mean()):.3f}", "exact"))
     rows.append(("EM mixture of 10 categoricals (numpy)",
-                 f"{bpd_discrete(em_categorical_mixture(ktr, kte, 10, 17, iters=50 if QUICK else 200)):.3f}", "exact"))
+                 f"{bpd_discrete(em_mixture_test_ll(ktr, kte, 10, 17, iters=50 if QUICK else 200)):.3f}", "exact"))
 
     epochs = 5 if QUICK else 300
     k_eval = 50 if QUICK else 1000
@@ -112,10 +94,7 @@ def main() -> None:
                      f"{bpd:.3f} (ELBO {bpd_elbo:.3f})", f"{label}, K={k_eval}"))
 
     print(f"## Digits: held-out bits/dim (test split, 360 images){' [QUICK]' if QUICK else ''}\n")
-    print("| model | bits/dim | kind |")
-    print("|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(table(["model", "bits/dim", "kind"], rows))
 
     binary = load_dataset("digits-binary")
     btr, bte = binary.train.numpy(), binary.test.numpy()
@@ -123,7 +102,7 @@ def main() -> None:
     indep = (bte * np.log(p) + (1 - bte) * np.log1p(-p)).sum(1).mean()
     brows = [("independent Bernoulli (add-one)", f"{-indep:.2f}", "exact")]
     brows.append(("EM mixture of 30 Bernoullis (numpy)",
-                  f"{-em_categorical_mixture(btr.astype(int), bte.astype(int), 30, 2, iters=50 if QUICK else 200):.2f}", "exact"))
+                  f"{-em_mixture_test_ll(btr.astype(int), bte.astype(int), 30, 2, iters=50 if QUICK else 200):.2f}", "exact"))
     k_bin = 100 if QUICK else 5000
     model, guide, seconds = fit_vae(binary, "bernoulli", epochs, 8, (256, 256), "meanfield", 1)
     torch.manual_seed(0)
@@ -132,10 +111,7 @@ def main() -> None:
     brows.append((f"vi-models VAE, Bernoulli decoder (early-stopped, {seconds:.0f} s)",
                   f"{-ll:.2f} (ELBO {-elbo:.2f}, gap {ll - elbo:.2f})", f"IWAE K={k_bin}"))
     print(f"\n## Digits-binary: test NLL (nats){' [QUICK]' if QUICK else ''}\n")
-    print("| model | NLL | kind |")
-    print("|---|---|---|")
-    for row in brows:
-        print("| " + " | ".join(row) + " |")
+    print(table(["model", "NLL", "kind"], brows))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ parameters. Factorised from the top (eq. 5 and 6-7; THEORY T14, T17):
 
 so that every latent site of :class:`vi_models.DDPM` has a Gaussian partner and
 ``TraceMeanField_ELBO`` computes each L_{t-1} as an analytic KL. Under the per-step
-objectives of :mod:`inference.diffusion_losses` the guide draws, per observation, the step
+objectives of :mod:`inference.engine.diffusion_elbo` the guide draws, per observation, the step
 t, the state x_t ~ q(x_t | x_0) and x_{t-1} ~ q(x_{t-1} | x_t, x_0), with the same scales as
-the model (see :mod:`vi_models.diffusion_sites`).
+the model (see :mod:`vi_models.diffusion.sites`).
 
 References
 ----------
@@ -59,7 +59,7 @@ class ForwardDiffusion(PyroModule):
     Parameters
     ----------
     schedule
-        The model's :class:`vi_models.diffusion_schedules.NoiseSchedule` (``model.schedule``),
+        The model's :class:`vi_models.diffusion.schedules.NoiseSchedule` (``model.schedule``),
         shared, not copied: it also carries the data standardisation.
     data_shape
         Event shape of one observation; default: every dimension after the batch's first.
@@ -99,7 +99,7 @@ class ForwardDiffusion(PyroModule):
         x
             Data ``(B, *data_shape)`` in the data's units.
         objective
-            The :class:`~inference.diffusion_losses.DiffusionObjective` (or name) the model
+            The :class:`~vi_models.diffusion.DiffusionObjective` (or name) the model
             runs under; default ``"vlb_sampled"``.
         **kwargs
             Ignored (the model's other keywords).

@@ -1,23 +1,8 @@
-"""The package's error and warning types (defined in :mod:`vi_models.errors`, below every layer)."""
+"""The package's error and warning types, defined in :mod:`vi_models.errors` below every layer.
 
-from vi_models.errors import (
-    CheckpointError,
-    ConfigError,
-    ConvergenceWarning,
-    DataError,
-    DegenerateFitWarning,
-    NonFiniteLossError,
-    RunDirectoryError,
-    VIModelsError,
-)
+Kept so that ``from inference.errors import DataError`` (0.1) still works; the types are the
+same objects as ``vi_models.errors.DataError`` and ``inference.DataError``.
+"""
 
-__all__ = [
-    "VIModelsError",
-    "DataError",
-    "ConfigError",
-    "CheckpointError",
-    "RunDirectoryError",
-    "NonFiniteLossError",
-    "ConvergenceWarning",
-    "DegenerateFitWarning",
-]
+from vi_models.errors import *  # noqa: F403
+from vi_models.errors import __all__  # noqa: F401

@@ -332,7 +332,7 @@ def _load_toy(
     )
     return DataBundle(
         name=name, train=train, test=test, data_shape=(2,), kind="continuous", density=density,
-        source=f"inference.toy2d.{type(density).__name__} (FFJORD toy density)",
+        source=f"inference.data.toy2d.{type(density).__name__} (FFJORD toy density)",
         split={"n_samples": n_train, "n_test": n_test, "seed": seed},
     )
 

@@ -3,7 +3,7 @@
 :class:`ToyDensity` fixes the interface (``sample``, an exact ``log_prob`` evaluated in float64
 and in chunks); :class:`GaussianMixtureDensity` is a noise kernel mixed over points or over a
 quadrature rule on a curve; the rest are quadrature and tail-accurate normal-CDF helpers. The
-densities themselves are in :mod:`inference.toy2d`.
+densities themselves are in :mod:`inference.data.toy2d`.
 """
 
 from __future__ import annotations

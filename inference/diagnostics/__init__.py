@@ -2,12 +2,14 @@
 
 - :mod:`.inference_data`: :func:`to_inference_data` for any fit; :mod:`.family_groups` and
   :mod:`.posterior_draws`: its groups per model family; :mod:`.arviz_io`: the ArviZ boundary;
-- :mod:`.psis`: :func:`psis_khat`, :func:`loo`, :func:`vi_loo`, :func:`compare`;
+- :mod:`.psis`: :func:`pareto_smooth`, :func:`psis_khat`; :mod:`.loo`: :func:`loo`, :func:`vi_loo`,
+  :func:`compare`;
 - :mod:`.plots`: loss curves, samples, reconstructions, k-hat, mixture ellipses, trajectories.
 """
 
 from .arviz_io import import_arviz
 from .inference_data import inference_data_groups, to_inference_data
+from .loo import LooResult, compare, loo, vi_loo
 from .plots import (
     image_grid,
     plot_diffusion_trajectories,
@@ -20,7 +22,7 @@ from .plots import (
     plot_samples,
     plot_vlb_terms,
 )
-from .psis import LooResult, PsisReport, compare, loo, pareto_smooth, psis_khat, vi_loo
+from .psis import PsisReport, pareto_smooth, psis_khat
 
 __all__ = [
     "to_inference_data",

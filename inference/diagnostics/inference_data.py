@@ -13,7 +13,7 @@ Two kinds of model are handled, told apart by where the guide's latent sites sit
     sample_stats.log_q[s] = log q(theta_s)
     sample_stats.log_weight[s] = lp[s] - log_q[s]                                 importance weight
 
-which is what VI-corrected PSIS-LOO (Magnusson et al. 2019, :func:`inference.psis.vi_loo`)
+which is what VI-corrected PSIS-LOO (Magnusson et al. 2019, :func:`inference.diagnostics.loo.vi_loo`)
 and the k-hat diagnostic (Yao et al. 2018) need.
 
 **Local latents only** (VAE, linear-Gaussian model with an amortised encoder): there is no
@@ -166,10 +166,10 @@ def inference_data_groups(
     plate_name: str | None = "data",
     batch_size: int = 256,
 ) -> dict[str, Group]:
-    """The groups of :func:`to_inference_data` as plain numpy :class:`~inference.arviz_io.Group` s.
+    """The groups of :func:`to_inference_data` as plain numpy :class:`~inference.diagnostics.arviz_io.Group` s.
 
     Same arguments as :func:`to_inference_data` (no ``coords``, no ``seed``); useful without
-    ArviZ, or to build the container of another ArviZ version with :func:`inference.arviz_io.to_arviz`.
+    ArviZ, or to build the container of another ArviZ version with :func:`inference.diagnostics.arviz_io.to_arviz`.
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     fits = _fits(model, guide, chains)

@@ -5,7 +5,7 @@ the per-observation log-likelihood of the model with local latents summed out ex
 (enumeration) or left to the guide, in one vectorised pass over an outer plate of draws when the
 model broadcasts (else draw by draw). The helpers above it unwrap fit results into
 ``(model, guide)`` chains and read latent sites and their dims from traces. Used by
-:mod:`inference.diagnostics` and :mod:`inference.psis`.
+:mod:`inference.diagnostics` and :mod:`inference.diagnostics.psis`.
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ the single-step gradient method of Nowozin et al. 2016, Algorithm 1, with Adam f
         callbacks, checkpoint
 
 It shares :func:`inference.fit`'s conventions: in-memory batches on the device
-(:func:`inference.batches.make_batches`), seeds, a tqdm progress bar, an atomic checkpoint
+(:func:`inference.engine.batches.make_batches`), seeds, a tqdm progress bar, an atomic checkpoint
 every epoch holding both optimizers and every RNG state (so a resumed run continues bit for bit
 on CPU), :class:`~inference.errors.NonFiniteLossError` naming the epoch and the step. The
 checkpoint keeps the module under ``"model"`` (and an empty ``"guide"``), so
-:func:`inference.checkpoint.load_modules` ``(path, gan, None)`` reads it back.
+:func:`inference.engine.checkpoint.load_modules` ``(path, gan, None)`` reads it back.
 
 References
 ----------

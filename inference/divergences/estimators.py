@@ -8,16 +8,10 @@ Between two :class:`torch.distributions.Distribution` objects ``p`` and ``q`` (T
     JS(p || q)  = 1/2 KL(p || m) + 1/2 KL(q || m),  m = (p + q)/2,   0 <= JS <= log 2
     D_f(p || q) = E_q[f(p / q)],  f convex, f(1) = 0              Monte Carlo with x ~ q
 
-The named generators ``f`` (defined in :mod:`vi_models.gan.f_divergences`) (Nowozin et al. 2016, Table 1; ``t = p/q``):
-
-.. code-block:: text
-
-    "kl"               t log t                                   KL(p || q)
-    "reverse_kl"       -log t                                    KL(q || p)
-    "js"               1/2 [t log t - (t + 1) log((t + 1)/2)]    JS(p || q)  (Table 1's f is 2 JS)
-    "pearson"          (t - 1)^2                                 Pearson chi^2
-    "hellinger"        (sqrt(t) - 1)^2                           squared Hellinger, int (sqrt p - sqrt q)^2
-    "total_variation"  1/2 |t - 1|                               1/2 int |p - q|
+The named generators ``f`` (``"kl"``, ``"reverse_kl"``, ``"js"``, ``"pearson"``, ``"hellinger"``,
+``"total_variation"``; Nowozin et al. 2016, Table 1), their conjugates ``f*`` and the critic's
+output activations ``g_f`` (Table 2) are tabulated in :mod:`vi_models.gan.f_divergences`, which
+the GAN's critic shares; they are re-exported here.
 
 Variational lower bounds from samples of a critic ``T`` on ``x ~ p`` and ``x ~ q`` (T31):
 
@@ -28,19 +22,7 @@ Variational lower bounds from samples of a critic ``T`` on ``x ~ p`` and ``x ~ q
     JS dual (Goodfellow et al. 2014):         JS  >= log 2 + 1/2 (E_p[log D] + E_q[log(1 - D)]),
                                               equality at D* = p / (p + q)  (T28, T29)
 
-with the conjugates ``f*(t) = sup_u {u t - f(u)}`` and the output activations ``g_f`` that map
-an unconstrained network output ``v`` into the domain of ``f*`` (Nowozin et al. 2016, Table 2;
-the ``"js"`` row is halved with its ``f``):
-
-.. code-block:: text
-
-    name               f*(t)                      dom f*              g_f(v)
-    "kl"               exp(t - 1)                 R                   v
-    "reverse_kl"       -1 - log(-t)               t < 0               -exp(v)
-    "js"               -1/2 log(2 - exp(2t))      t < log(2)/2        1/2 (log 2 - log(1 + exp(-v)))
-    "pearson"          t^2/4 + t                  R                   v
-    "hellinger"        t / (1 - t)                t < 1               1 - exp(v)
-    "total_variation"  t                          |t| <= 1/2          1/2 tanh(v)
+with ``f*`` and ``g_f`` of :mod:`vi_models.gan.f_divergences`.
 
 The sample-set distances (Wasserstein, sliced Wasserstein, MMD, THEORY T32) live in
 :mod:`inference.divergences.distances` and are re-exported here.

@@ -1,7 +1,7 @@
 """Expectation-maximisation whose E-step is Pyro's discrete enumeration (Dempster et al. 1977).
 
-- :mod:`.loop`: :func:`fit_em` (closed-form or generalised M-step), :class:`EMResult`,
-  :func:`assignment_probs`; :mod:`.steps`: the E-step and the generalised M-step;
+- :mod:`.loop`: :func:`fit_em` (closed-form or generalised M-step); :mod:`.result`:
+  :class:`EMResult`, :func:`assignment_probs`; :mod:`.steps`: the E-step and the generalised M-step;
 - :mod:`.average`: :func:`fit_em_average`, the average of several EM fits;
 - :mod:`.bases`: mixture parts of other families fitted by EM (:func:`select_mixture`,
   :func:`fit_mixture_denoiser`, :func:`initialize_flow`).
@@ -9,7 +9,8 @@
 
 from .average import fit_em_average
 from .bases import fit_mixture_denoiser, initialize_flow, select_mixture
-from .loop import EMResult, assignment_probs, fit_em
+from .loop import fit_em
+from .result import EMResult, assignment_probs
 
 __all__ = [
     "fit_em",

@@ -90,7 +90,7 @@ class DiffusionELBO(TraceMeanField_ELBO):
         Analytic KL per site (default) or the Monte Carlo log-ratio.
     jit
         Record the training loss once per batch shape as a TorchScript graph and replay it
-        (:class:`inference.traced_loss.TracedLoss`, as Pyro's ``JitTrace_ELBO``): the same loss
+        (:class:`inference.engine.traced_loss.TracedLoss`, as Pyro's ``JitTrace_ELBO``): the same loss
         and gradients without Python per step, for small networks whose step is dominated by
         Pyro's bookkeeping. Checks and validation run when a shape is first recorded. Only
         ``loss_and_grads`` (training) is recorded; ``loss`` runs the programs.

@@ -22,7 +22,7 @@ guide samples (auxiliary variables) have no term.
 
 The KL terms show which latent sites carry information (a site whose KL stays near 0 is
 unused: "posterior collapse"); their curves over training are drawn by
-:func:`inference.plots.plot_elbo_terms`.
+:func:`inference.diagnostics.plots.plot_elbo_terms`.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ class ElboTerms:
 
     Attributes:
         history: ``{"reconstruction:x": [...], "kl:z": [...]}``, one value per evaluation, ready
-            for :func:`inference.plots.plot_elbo_terms`.
+            for :func:`inference.diagnostics.plots.plot_elbo_terms`.
         epochs: the (1-based) epoch of each evaluation.
 
     Example:

@@ -20,7 +20,6 @@ unbiased minibatch gradients when it also has global latent variables.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import time
@@ -32,7 +31,6 @@ from typing import Any
 import pyro
 import torch
 from pyro.infer import ELBO
-from pyro.infer.autoguide import AutoGuide
 from torch import nn
 
 from vi_models._validation import check_positive_int, resolve_device
@@ -50,49 +48,20 @@ from ._params import (
 )
 from ._traces import plate_depth
 from .batches import make_batches, model_dtype
-from .checkpoint import (
-    CHECKPOINT_NAME,
-    capture_rng_state,
-    check_fingerprint,
-    fingerprint,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
+from .checkpoint import CHECKPOINT_NAME, fingerprint, save_checkpoint
 from .convergence import elbo_converged
 from .fit_result import FitResult
+from .full_size import accepts_full_size, bind_full_size, evaluate_loss, guide_accepts_full_size
 from .losses import Beta, make_elbo, resolve_beta, wrap_beta
+from .resume import module_state, restore_training_state, training_state
 
 __all__ = ["fit", "FitResult"]
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _accepts_full_size(fn: Any) -> bool:
-    target = fn.forward if isinstance(fn, nn.Module) else fn
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return False
-    return "full_size" in params
-
-
-def _bind(fn: Callable | None, full_size: int | None) -> Callable | None:
-    if fn is None or full_size is None:
-        return fn
-
-    def bound(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, full_size=full_size, **kwargs)
-
-    return bound
-
-
 def _empty_guide(*args: Any, **kwargs: Any) -> None:
     """The guide of a model without latent variables outside enumeration."""
-
-
-def _state_dict(module: Any) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()} if isinstance(module, nn.Module) else {}
 
 
 def _json_safe(value: Any) -> Any:
@@ -147,7 +116,7 @@ def fit(
             :class:`inference.data.DataBundle` (its ``train`` split), a torch ``Dataset`` or a
             ``DataLoader``. In-memory data is moved to ``device`` whole and indexed there.
         loss: ``"elbo"``, ``"meanfield"`` (analytic KL), ``"enum"``, ``"iwae"`` or a Pyro
-            :class:`~pyro.infer.ELBO` instance (see :mod:`inference.losses`).
+            :class:`~pyro.infer.ELBO` instance (see :mod:`inference.engine.losses`).
         num_particles: samples per step (K importance samples for ``"iwae"``).
         vectorize_particles: draw particles in one vectorised pass (default: for ``"iwae"``);
             the model must then broadcast over an extra leading plate dimension.
@@ -242,10 +211,9 @@ def fit(
             dtype=dtype, generator=torch.Generator(), shuffle=False,
         )
 
-    full = num_train if _accepts_full_size(model) else None
-    train_model = _bind(model, full)
-    guide_takes_size = _accepts_full_size(guide_fn) or isinstance(guide_fn, AutoGuide)
-    train_guide = _bind(guide_fn, full if guide_takes_size else None)
+    full = num_train if accepts_full_size(model) else None
+    train_model = bind_full_size(model, full)
+    train_guide = bind_full_size(guide_fn, full if guide_accepts_full_size(guide_fn) else None)
 
     first = next(iter(batches))
     if max_plate_nesting is None and isinstance(loss, str):
@@ -275,51 +243,19 @@ def fit(
     fingerprints = {"model": fingerprint(model), "guide": fingerprint(guide)}
 
     if resume and ckpt_path is not None and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=dev)
-        for label, module in (("model", model), ("guide", guide)):
-            check_fingerprint(state["fingerprint"][label], module, label, ckpt_path)
-            if isinstance(module, nn.Module):
-                module.load_state_dict(state[label])
-        for pname, value in state.get("free_params", {}).items():
-            if pname in free:
-                with torch.no_grad():
-                    free[pname].copy_(value)
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None and state.get("scheduler") is not None:
-            sched.load_state_dict(state["scheduler"])
-        history = {k: list(v) for k, v in state["history"].items()}
-        start_epoch = int(state["epoch"])
-        best = (float(state["best_loss"]), state["best_epoch"])
-        bad_epochs = int(state["bad_epochs"])
-        if state.get("best_model") is not None:
-            best_states = (state["best_model"], state["best_guide"])
-        restore_rng_state(state["rng"])
-        shuffle_gen.set_state(state["shuffle_rng"])
+        history, start_epoch, best, bad_epochs, best_states = restore_training_state(
+            ckpt_path, model=model, guide=guide, free=free, optimizer=opt, scheduler=sched,
+            shuffle_rng=shuffle_gen, map_location=dev,
+        )
 
     def write_checkpoint(epoch: int) -> None:
         if ckpt_path is None:
             return
-        save_checkpoint(
-            ckpt_path,
-            {
-                "epoch": epoch,
-                "model": _state_dict(model),
-                "guide": _state_dict(guide),
-                "free_params": {k: v.detach().clone() for k, v in free.items()},
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None and hasattr(sched, "state_dict") else None,
-                "history": history,
-                "best_loss": best[0],
-                "best_epoch": best[1],
-                "bad_epochs": bad_epochs,
-                "best_model": best_states[0] if best_states else None,
-                "best_guide": best_states[1] if best_states else None,
-                "rng": capture_rng_state(),
-                "shuffle_rng": shuffle_gen.get_state(),
-                "fingerprint": fingerprints,
-                "config": {"loss": loss if isinstance(loss, str) else type(loss).__name__},
-            },
-        )
+        save_checkpoint(ckpt_path, training_state(
+            epoch, model=model, guide=guide, free=free, optimizer=opt, scheduler=sched, history=history,
+            best=best, bad_epochs=bad_epochs, best_states=best_states, shuffle_rng=shuffle_gen,
+            fingerprints=fingerprints, loss=loss,
+        ))
 
     bar = None
     if progress and epochs > start_epoch:
@@ -404,7 +340,7 @@ def fit(
                 best = (monitored, epoch + 1)
                 bad_epochs = 0
                 if early_stopping is not None and restore_best:
-                    best_states = (_state_dict(model), _state_dict(guide))
+                    best_states = (module_state(model), module_state(guide))
             else:
                 bad_epochs += 1
             logs = {k: v[-1] for k, v in history.items() if v and k != "step_loss"}
@@ -459,20 +395,3 @@ def fit(
         converged_=report.converged,
         convergence=report,
     )
-
-
-def evaluate_loss(
-    elbo: ELBO, model: Callable, guide: Callable, batches: Iterable, *, full_size: int | None = None
-) -> float:
-    """Mean -ELBO per observation over ``batches`` (no gradients, beta = 1)."""
-    eval_model = _bind(model, full_size)
-    eval_guide = _bind(guide, full_size if _accepts_full_size(guide) or isinstance(guide, AutoGuide) else None)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for batch in batches:
-            value = elbo.loss(eval_model, eval_guide, *batch)
-            n = batch[0].shape[0]
-            total += value * (n / full_size if full_size else 1.0)
-            count += n
-    return total / count
-

@@ -28,10 +28,10 @@ class FitResult:
         elapsed: wall-clock seconds of this call.
         num_train: number of training observations.
         config: the JSON-able arguments of the call (loss name, lr, batch size, ...).
-        converged_: the verdict of :func:`inference.convergence.elbo_converged` on the last
+        converged_: the verdict of :func:`inference.engine.convergence.elbo_converged` on the last
             per-step losses (``history["step_loss"]``); a :class:`ConvergenceWarning` is issued
             when it is False.
-        convergence: the full :class:`~inference.convergence.ConvergenceReport`.
+        convergence: the full :class:`~inference.engine.convergence.ConvergenceReport`.
     """
 
     model: Callable

@@ -55,11 +55,10 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import pyro
 import torch
-import torch.nn.functional as F
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import AutoRegressiveNN, PyroModule
 from torch import Tensor, nn
@@ -69,15 +68,11 @@ from vi_models.errors import ConfigError, DataError
 from vi_models.nets import ActivationFactory, _check_dims, _make_activation, check_batch
 from vi_models.sites import DATA_PLATE, OBSERVED
 
+from .conditionals import CONDITIONALS, Conditional, conditional_log_prob, draw_conditional
 from .distribution import AutoregressiveDistribution
 
 __all__ = ["MADE", "AutoregressiveDistribution"]
 
-Conditional = Literal["gaussian_mixture", "bernoulli", "categorical"]
-_CONDITIONALS = ("gaussian_mixture", "bernoulli", "categorical")
-#: Floor on a mixture component's standard deviation: keeps log p bounded when a component
-#: collapses onto a single training point.
-SCALE_FLOOR = 1e-3
 
 
 class MADE(PyroModule):
@@ -152,7 +147,7 @@ class MADE(PyroModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.conditional = check_choice(conditional, "conditional", _CONDITIONALS)
+        self.conditional = check_choice(conditional, "conditional", CONDITIONALS)
         self._dim = check_positive_int(dim, "dim", minimum=2)
         self.num_components = check_positive_int(num_components, "num_components")
         self.num_levels = check_positive_int(num_levels, "num_levels", minimum=2)
@@ -303,38 +298,13 @@ class MADE(PyroModule):
 
     def _site_log_prob(self, value: Tensor) -> Tensor:
         """``log p`` of site values (``(..., D)``, levels for categorical) -> ``(...)``."""
-        per_order = torch.stack([self._component_log_prob(value, m) for m in range(self.num_orders)])
+        per_order = torch.stack([
+            conditional_log_prob(self.conditional, self.conditionals(value, m), value, self.num_components).sum(-1)
+            for m in range(self.num_orders)
+        ])
         if self.num_orders == 1:
             return per_order[0]
         return torch.logsumexp(per_order, 0) - math.log(self.num_orders)  # uniform mixture over orders
-
-    def _component_log_prob(self, value: Tensor, component: int) -> Tensor:
-        params = self.conditionals(value, component)  # (..., D, P)
-        if self.conditional == "gaussian_mixture":
-            logits, loc, scale = self._mixture(params)
-            log_comp = torch.distributions.Normal(loc, scale).log_prob(value.unsqueeze(-1))  # (..., D, K)
-            per_dim = torch.logsumexp(F.log_softmax(logits, -1) + log_comp, -1)
-        elif self.conditional == "bernoulli":
-            per_dim = -F.binary_cross_entropy_with_logits(params[..., 0], value, reduction="none")
-        else:
-            per_dim = F.log_softmax(params, -1).gather(-1, value.unsqueeze(-1)).squeeze(-1)
-        return per_dim.sum(-1)
-
-    def _mixture(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        k = self.num_components
-        return params[..., :k], params[..., k : 2 * k], F.softplus(params[..., 2 * k :]) + SCALE_FLOOR
-
-    def _draw_coordinate(self, params: Tensor, generator: torch.Generator | None) -> Tensor:
-        """One draw from each row's conditional; ``params`` ``(n, P)`` -> ``(n,)`` site values."""
-        if self.conditional == "gaussian_mixture":
-            logits, loc, scale = self._mixture(params)
-            c = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)  # (n, 1)
-            noise = torch.randn(c.shape, generator=generator, device=params.device, dtype=params.dtype)
-            return (loc.gather(-1, c) + scale.gather(-1, c) * noise).squeeze(-1)
-        if self.conditional == "bernoulli":
-            u = torch.rand(params.shape[:-1], generator=generator, device=params.device, dtype=params.dtype)
-            return (u < torch.sigmoid(params[..., 0])).to(params.dtype)
-        return torch.multinomial(torch.softmax(params, -1), 1, generator=generator).squeeze(-1)
 
     @torch.no_grad()
     def _sample_sites(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -352,7 +322,7 @@ class MADE(PyroModule):
             part = value[rows]
             for j in net.permutation.tolist():
                 params = self.conditionals(part, m)[:, j]  # (n_m, P): depends on the coordinates drawn so far
-                part[:, j] = self._draw_coordinate(params, generator)
+                part[:, j] = draw_conditional(self.conditional, params, self.num_components, generator)
             value[rows] = part
         return value
 

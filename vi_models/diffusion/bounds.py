@@ -11,7 +11,7 @@ r"""The variational bound L_VLB of a DDPM term by term, and the loss L_simple (H
 
 Each L_{t-1} is an analytic Gaussian KL given one draw of x_t, so there is no Monte Carlo over
 x_{t-1}; the T terms are computed with one network call per chunk of steps. These are the
-numbers the model/guide pair's ELBO (:mod:`inference.diffusion_losses`) computes through Pyro
+numbers the model/guide pair's ELBO (:mod:`inference.engine.diffusion_elbo`) computes through Pyro
 sites; the tests check the two against each other.
 """
 

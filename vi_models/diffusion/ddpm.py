@@ -18,9 +18,9 @@ quantities. L_0 is a Gaussian density of x_0 in the data's units: for dequantise
 bits/dim.
 
 The guide is :class:`guides.ForwardDiffusion`, the fixed forward process q(x_{1:T} | x_0).
-The pair's negative ELBO is L_VLB (eq. 5, THEORY T18); :mod:`inference.diffusion_losses`
+The pair's negative ELBO is L_VLB (eq. 5, THEORY T18); :mod:`inference.engine.diffusion_elbo`
 lists the objectives (exact L_VLB, its time-sampled unbiased estimate, L_simple, hybrid) that
-:func:`inference.fit` trains by, all through the sites of :mod:`vi_models.diffusion_sites`.
+:func:`inference.fit` trains by, all through the sites of :mod:`vi_models.diffusion.sites`.
 
 Beyond the Pyro model: :meth:`DDPM.vlb` (the bound per observation, analytic KLs),
 :meth:`DDPM.log_prob` (exact log-likelihood by the probability-flow ODE, THEORY T21),
@@ -58,11 +58,9 @@ from vi_models.errors import ConfigError
 from vi_models.nets import check_batch, resolve_data_shape
 from vi_models.sites import DATA_PLATE
 
-from . import bounds as diffusion_bounds
-from . import sampling as diffusion_sampling
 from .ema import NetworkEMA
+from .methods import DiffusionMethods
 from .nets import Reshape, TimeMLP, UNet
-from .ode import TraceMethod, probability_flow_log_prob
 from .predictions import NoisePredictions
 from .schedules import (
     NoiseSchedule,
@@ -88,12 +86,12 @@ Prediction = Literal["eps", "x0", "v"]
 _PREDICTIONS: Final = ("eps", "x0", "v")
 
 
-class DDPM(NetworkEMA, NoisePredictions, PyroModule):
+class DDPM(DiffusionMethods, NetworkEMA, NoisePredictions, PyroModule):
     """The reverse process of a DDPM, ``p(x_T) prod_t p_theta(x_{t-1} | x_t)``, as a Pyro model.
 
     See the module docstring for the generative story; pair it with
     ``guides.ForwardDiffusion(model.schedule)`` and fit it with :func:`inference.fit` or
-    :func:`inference.diffusion_losses.fit_diffusion`.
+    :func:`inference.engine.diffusion_elbo.fit_diffusion`.
 
     Parameters
     ----------
@@ -290,8 +288,8 @@ class DDPM(NetworkEMA, NoisePredictions, PyroModule):
         """The Pyro model: the reverse chain, or the per-step sites of a training objective.
 
         With data ``x`` the sites depend on ``objective`` (passed by
-        :class:`inference.diffusion_losses.DiffusionELBO`; default ``"vlb_sampled"``), see
-        :mod:`vi_models.diffusion_sites`. Without data it runs the chain x_T -> ... -> x_0
+        :class:`inference.engine.diffusion_elbo.DiffusionELBO`; default ``"vlb_sampled"``), see
+        :mod:`vi_models.diffusion.sites`. Without data it runs the chain x_T -> ... -> x_0
         (prior predictive; sites ``chain_site(t)`` and ``OBSERVED``).
 
         Parameters
@@ -301,10 +299,10 @@ class DDPM(NetworkEMA, NoisePredictions, PyroModule):
         num_samples
             ``B`` when ``x`` is ``None``.
         objective
-            A :class:`~inference.diffusion_losses.DiffusionObjective` or its name.
+            A :class:`~vi_models.diffusion.DiffusionObjective` or its name.
         announce_params
             Issue a ``pyro.param`` statement per network parameter (so that SVI's optimizers and
-            Pyro's ELBOs see them). :class:`~inference.diffusion_losses.DiffusionELBO` turns it
+            Pyro's ELBOs see them). :class:`~inference.engine.diffusion_elbo.DiffusionELBO` turns it
             off when no handler collects parameters: it back-propagates without param sites.
 
         Returns
@@ -379,104 +377,3 @@ class DDPM(NetworkEMA, NoisePredictions, PyroModule):
             if t > 1:
                 y = pyro.sample(chain_site(t - 1), dist.Normal(mean, var.sqrt().expand_as(mean)).to_event(ev))
         return pyro.sample(OBSERVED, self.decoder(mean, var), obs=x)
-
-    # ------------------------------------------------------------------ bounds and losses
-
-    def vlb_terms(
-        self,
-        x: Tensor,
-        *,
-        noise: Tensor | None = None,
-        chunk_size: int | None = None,
-        use_ema: bool | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """The terms of L_VLB per observation, ``(B, T + 1)``, each L_{t-1} an analytic KL (THEORY T18).
-
-        Column j holds L_j (j < T; L_0 the decoder term) and column T holds L_T. See
-        :func:`vi_models.diffusion_bounds.vlb_terms` for the arguments (``noise`` of shape
-        ``(T, B, *data_shape)``, steps per network call, EMA weights, random generator).
-        """
-        return diffusion_bounds.vlb_terms(
-            self, x, noise=noise, chunk_size=chunk_size, use_ema=use_ema, generator=generator
-        )
-
-    def vlb(
-        self,
-        x: Tensor,
-        *,
-        noise: Tensor | None = None,
-        chunk_size: int | None = None,
-        use_ema: bool | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """L_VLB per observation in nats, shape ``(B,)``: an upper bound on -log p(x) (THEORY T18).
-
-        Arguments as :meth:`vlb_terms`; ``-model.vlb(x)`` is the ELBO, a lower bound on log p(x).
-        """
-        return self.vlb_terms(x, noise=noise, chunk_size=chunk_size, use_ema=use_ema, generator=generator).sum(-1)
-
-    def simple_loss(
-        self,
-        x: Tensor,
-        *,
-        t: Tensor | None = None,
-        noise: Tensor | None = None,
-        use_ema: bool | None = False,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """||eps - eps_theta(x_t, t)||^2 per observation, shape ``(B,)``, differentiable (Algorithm 1).
-
-        ``t`` ``(B,)`` and ``noise`` ``(B, *data_shape)`` default to fresh draws; see
-        :func:`vi_models.diffusion_bounds.simple_loss`.
-        """
-        return diffusion_bounds.simple_loss(self, x, t=t, noise=noise, use_ema=use_ema, generator=generator)
-
-    # ------------------------------------------------------------------ likelihood and sampling
-
-    def log_prob(
-        self,
-        x: Tensor,
-        *,
-        trace: TraceMethod = "auto",
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
-        batch_size: int = 4096,
-        use_ema: bool | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Exact log p(x) by the probability-flow ODE (THEORY T21), in the data's units, shape ``(B,)``.
-
-        ``trace``: ``"exact"`` divergence, ``"hutchinson"`` (unbiased, one probe per row), or
-        ``"auto"`` (exact for D <= 16); ``rtol``/``atol`` of the adaptive Dormand-Prince solver.
-        See :func:`vi_models.diffusion_ode.probability_flow_log_prob` (also for the solver's
-        number of network calls).
-        """
-        return probability_flow_log_prob(
-            self, x, trace=trace, rtol=rtol, atol=atol, batch_size=batch_size, use_ema=use_ema, generator=generator
-        )
-
-    def sample(
-        self,
-        n: int,
-        *,
-        sampler: Literal["ancestral", "ddim"] = "ancestral",
-        steps: int | None = None,
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,
-        use_ema: bool | None = None,
-        clip_x0: float | None = None,
-    ) -> Tensor:
-        """Draw ``n`` samples: ancestral (Algorithm 2, T network calls) or DDIM (``steps`` calls).
-
-        See :func:`vi_models.diffusion_sampling.sample` (``clip_x0``: DDIM's clamp of the
-        standardised x_0 prediction).
-
-        Returns
-        -------
-        Tensor
-            Shape ``(n, *data_shape)`` in the data's units.
-        """
-        return diffusion_sampling.sample(
-            self, n, sampler=sampler, steps=steps, eta=eta, generator=generator, use_ema=use_ema, clip_x0=clip_x0
-        )

@@ -30,10 +30,10 @@ The layers are Pyro's transforms, not rewritten:
 
 Two pieces Pyro lacks are written in the package: :class:`ActNorm` (Kingma & Dhariwal 2018, Sec. 3.1),
 a learned per-dimension affine map at the data end with an optional data-dependent start
-(:meth:`NormalizingFlow.initialize`; :mod:`vi_models.flow_layers`), and the bookkeeping that makes a flow a
+(:meth:`NormalizingFlow.initialize`; :mod:`vi_models.flows.layers`), and the bookkeeping that makes a flow a
 :class:`~pyro.nn.PyroModule` (parameters in ``nn.ModuleList``; base distribution and
 permutations as buffers, so ``.to(device)`` and ``state_dict`` cover everything;
-:mod:`vi_models.normalizing_flow`). Pyro's
+:mod:`vi_models.flows.normalizing_flow`). Pyro's
 permutation transform is rebuilt from a buffer on every call, and the transforms' caches are
 cleared whenever a distribution is built, so a cached inverse never outlives a parameter
 update.

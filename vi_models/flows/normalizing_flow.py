@@ -1,8 +1,8 @@
 r"""The normalizing-flow base class: a flow as a Pyro model with an exact density.
 
 :class:`NormalizingFlow` holds what every flow of :mod:`vi_models.flows` shares: the base
-distribution (N(0, I) as buffers, or a learned :class:`~vi_models.flow_bases.GaussianMixtureBase`),
-the data-end :class:`~vi_models.flow_layers.ActNorm` and optional logistic squash, the exact
+distribution (N(0, I) as buffers, or a learned :class:`~vi_models.flows.bases.GaussianMixtureBase`),
+the data-end :class:`~vi_models.flows.layers.ActNorm` and optional logistic squash, the exact
 log-density by change of variables (THEORY T22),
 
 .. code-block:: text
@@ -67,7 +67,7 @@ class NormalizingFlow(PyroModule):
         ``(-alpha, 1 - alpha) / (1 - 2 alpha)``, slightly wider than ``[0, 1)``.
     base
         ``"normal"``: ``p_0 = N(0, I)`` (buffers). ``"mixture"``: a learned diagonal Gaussian
-        mixture with ``num_components`` components (:class:`~vi_models.flow_bases.GaussianMixtureBase`),
+        mixture with ``num_components`` components (:class:`~vi_models.flows.bases.GaussianMixtureBase`),
         trained with the layers; :meth:`initialize` starts it from EM on the data.
     num_components
         Components of the ``"mixture"`` base (ignored for ``"normal"``).

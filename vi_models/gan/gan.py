@@ -40,7 +40,7 @@ The generator losses (``generator_loss``), for fakes ``x = G(z)``:
 
 :attr:`GAN.divergence_bound` turns a value of ``F`` into the lower bound on the divergence it
 certifies (``(F + log 4) / 2`` on JS for ``"js"``, ``F`` itself otherwise). Fitting:
-:func:`inference.adversarial.fit_adversarial`.
+:func:`inference.divergences.adversarial.fit_adversarial`.
 
 References
 ----------

@@ -7,7 +7,7 @@ Density, for data ``x_1, ..., x_N`` in ``R^d``, bandwidth ``h`` and a radial ker
     p(x) = 1 / (N h^d) * sum_i  K(||x - x_i|| / h) / Z_d,      Z_d = integral_{R^d} K(||u||) du
 
 with the kernels of scikit-learn's ``KernelDensity`` (euclidean metric); their constants
-``Z_d`` and radius samplers are in :mod:`vi_models.kernels`.
+``Z_d`` and radius samplers are in :mod:`vi_models.kde.kernels`.
 
 Bandwidth rules (``h`` is one number for every direction):
 

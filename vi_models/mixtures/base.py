@@ -1,11 +1,11 @@
 r"""The shared machinery of finite mixture models as Pyro models (THEORY T10).
 
 :class:`MixtureModel` is the base of :class:`vi_models.GaussianMixture` and the discrete
-mixtures of :mod:`vi_models.discrete_mixture`: the weights ``pi`` (a parameter, or the site
+mixtures of :mod:`vi_models.mixtures.discrete`: the weights ``pi`` (a parameter, or the site
 ``"weights"`` under a Dirichlet prior), the enumerated assignment ``z_i ~ Categorical(pi)`` in the
 plate ``"data"``, the emission ``x_i | z_i`` from a :class:`ComponentEmission`, and the helpers
 EM and SVI share (initialisation from the data, log-densities of every component at once).
-See :mod:`vi_models.mixture` for the generative story.
+See :mod:`vi_models.mixtures.gaussian` for the generative story.
 """
 
 from __future__ import annotations

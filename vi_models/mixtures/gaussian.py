@@ -1,5 +1,5 @@
 r"""Finite mixtures as Pyro models: Gaussian here, Bernoulli and categorical in
-:mod:`vi_models.discrete_mixture`.
+:mod:`vi_models.mixtures.discrete`.
 
 Generative story, for each observation ``i`` of the plate ``"data"`` (THEORY T10):
 

@@ -2,8 +2,8 @@ r"""``vi-models fit ddpm``: a denoising diffusion model fitted by the engine, as
 
 The model is :class:`vi_models.DDPM` (the reverse chain p(x_T) prod_t p_theta(x_{t-1} | x_t)),
 the guide :class:`guides.ForwardDiffusion` (the fixed forward process), and the objective a
-:class:`inference.diffusion_losses.DiffusionELBO` run by :func:`inference.fit` (through
-:func:`inference.diffusion_losses.fit_diffusion`, which also keeps the EMA of the weights).
+:class:`inference.engine.diffusion_elbo.DiffusionELBO` run by :func:`inference.fit` (through
+:func:`inference.engine.diffusion_elbo.fit_diffusion`, which also keeps the EMA of the weights).
 
 ::
 
@@ -56,7 +56,7 @@ from vi_models.errors import ConfigError
 
 from .base import Family, register
 
-#: CLI name of an objective -> name of :data:`inference.diffusion_losses.OBJECTIVES`.
+#: CLI name of an objective -> name of :data:`inference.engine.diffusion_elbo.OBJECTIVES`.
 CLI_OBJECTIVES = {"simple": "simple", "vlb": "vlb_sampled", "vlb-exact": "vlb", "hybrid": "hybrid"}
 ESTIMATORS = ("ode", "vlb")
 SAMPLERS = ("ancestral", "ddim")

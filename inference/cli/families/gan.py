@@ -1,4 +1,4 @@
-"""``vi-models fit gan``: a GAN / f-GAN fitted by the adversarial loop of :mod:`inference.adversarial`.
+"""``vi-models fit gan``: a GAN / f-GAN fitted by the adversarial loop of :mod:`inference.divergences.adversarial`.
 
 A GAN defines samples, not a density. ``evaluate`` therefore reports sample-based figures
 (MMD and sliced Wasserstein distance to the test data) and, so that GAN runs still sit in the

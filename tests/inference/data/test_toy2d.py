@@ -1,4 +1,4 @@
-"""Tests of inference.toy2d against closed forms and an independent port of FFJORD's generator.
+"""Tests of inference.data.toy2d against closed forms and an independent port of FFJORD's generator.
 
 Each density must integrate to one on a grid, its sampler must agree with its log density
 (binned chi-square and the entropy identity E_p[log p] = int p log p), and FFJORD's own

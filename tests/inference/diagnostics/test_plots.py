@@ -1,4 +1,4 @@
-"""Tests of inference.plots: what each figure draws is checked against the inputs and against
+"""Tests of inference.diagnostics.plots: what each figure draws is checked against the inputs and against
 independent computations (ellipse vertices at the right Mahalanobis distance, PCA as
 scikit-learn's, averaged DDPM terms), and bad shapes raise DataError naming expected and got."""
 

@@ -17,7 +17,8 @@ from scipy import stats
 from guides.linear import LinearGaussianEncoder
 from inference.diagnostics.arviz_io import import_arviz
 from inference.diagnostics.inference_data import to_inference_data
-from inference.diagnostics.psis import OK_K, compare, khat_words, loo, pareto_smooth, psis_khat, vi_loo
+from inference.diagnostics.loo import compare, loo, vi_loo
+from inference.diagnostics.psis import OK_K, khat_words, pareto_smooth, psis_khat
 from vi_models.errors import ConfigError
 from vi_models.mixtures.gaussian import GaussianMixture
 from vi_models.vae.linear_gaussian import LinearGaussian

@@ -1,4 +1,4 @@
-"""Tests of inference.elbo_terms against closed forms: on probabilistic PCA the reconstruction
+"""Tests of inference.engine.elbo_terms against closed forms: on probabilistic PCA the reconstruction
 term, the KL to the prior (THEORY T4) and their difference, the ELBO (T1, T2), are known exactly;
 a model with a global latent checks that its KL is counted once for the data set."""
 

@@ -321,7 +321,7 @@ def test_ode_log_likelihood_of_gaussian_data_is_exact(float64, prediction):
     y = torch.distributions.MultivariateNormal(m, cov_y).sample((4,))
     x = loc + scale * y
     got = model.log_prob(x, rtol=1e-8, atol=1e-8)
-    # the integration starts at t = 0, or t = 1e-3 for x0-prediction (see vi_models.diffusion_ode)
+    # the integration starts at t = 0, or t = 1e-3 for x0-prediction (see vi_models.diffusion.ode)
     a0 = float(sched.alphas_cumprod_at(torch.tensor(1e-3 if prediction == "x0" else 0.0)))
     a_T = float(sched.alphas_cumprod[-1])
     m_z, z = rot.T @ m, y @ rot

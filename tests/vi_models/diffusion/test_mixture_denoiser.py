@@ -1,4 +1,4 @@
-"""Tests of vi_models.mixture_denoiser: the closed-form noise predictor of a Gaussian mixture.
+"""Tests of vi_models.diffusion.denoisers.mixture: the closed-form noise predictor of a Gaussian mixture.
 
 Against truth: the noised marginal is a Gaussian mixture (T15; checked by simulating the forward
 process), eps* = -sqrt(1 - abar) grad log q_t (T16; autograd of the closed-form marginal and a

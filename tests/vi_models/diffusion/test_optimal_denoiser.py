@@ -1,4 +1,4 @@
-"""Tests of vi_models.optimal_denoiser on the notes' two-point dataset {[1, 0], [0, 1]}:
+"""Tests of vi_models.diffusion.denoisers.optimal on the notes' two-point dataset {[1, 0], [0, 1]}:
 the mixture marginal (T15), the posterior-weighted noise and its limit (T16), that it
 minimises L_simple, and that a network trained through inference.fit approaches it."""
 

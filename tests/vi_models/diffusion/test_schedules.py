@@ -1,4 +1,4 @@
-"""Tests of vi_models.diffusion_schedules: the forward process against closed forms, numerical
+"""Tests of vi_models.diffusion.schedules: the forward process against closed forms, numerical
 Bayes' rule and simulation (THEORY T14, T17, T19), in float64."""
 
 from __future__ import annotations

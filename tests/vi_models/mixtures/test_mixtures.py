@@ -1,4 +1,4 @@
-"""Tests of vi_models.mixture and vi_models.discrete_mixture: the model contract over every
+"""Tests of vi_models.mixtures.gaussian and vi_models.mixtures.discrete: the model contract over every
 mixture, the exact marginal against explicit sums over components (scipy, naive loops), the
 fast emission against Pyro's stock distributions, sampling, validation, and the Bayesian
 mixture fitted by SVI with enumeration."""
