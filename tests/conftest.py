@@ -42,3 +42,35 @@ def pytest_collection_modifyitems(config, items):
             for tid in mark.args:
                 if not (isinstance(tid, str) and tid.startswith("T") and tid[1:].isdigit() and 1 <= int(tid[1:]) <= 33):
                     raise pytest.UsageError(f"{item.nodeid}: theory id {tid!r} is not one of T1..T33")
+
+
+@pytest.fixture
+def torchrun(tmp_path):
+    """Run a Python script under ``torchrun --nproc_per_node=N`` (gloo, one thread a process).
+
+    ``torchrun(code, nproc=2, *args)`` writes ``code`` to a file, runs it from the repository
+    root with a free port, and returns the ``subprocess.CompletedProcess`` (stdout, stderr, rc).
+    """
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(code: str, *args: str, nproc: int = 2, timeout: float = 120, module: str | None = None):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               "--master_addr=127.0.0.1", f"--master_port={port}"]
+        if module is not None:
+            cmd += ["-m", module]
+        else:
+            script = tmp_path / f"script_{port}.py"
+            script.write_text(code)
+            cmd.append(str(script))
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root), "CI": "true", "MPLBACKEND": "Agg"}
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=env)
+
+    return run
