@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .fitting import _load_bundle, _split_validation, cmd_fit  # noqa: F401  (tests import _split_validation here)
 from .parser import build_parser
 
 __all__ = ["main", "build_parser"]
@@ -35,31 +36,6 @@ LOG_LIKELIHOOD_FILE = "test_log_likelihood.npy"
 
 def _data_options(config: dict[str, Any]) -> dict[str, Any]:
     return {k: config[k] for k in ("test_size", "random_state", "seed") if k in config}
-
-
-def _load_bundle(name: str, device: Any, options: dict[str, Any] | None = None) -> Any:
-    from inference.data.datasets import load_dataset
-
-    return load_dataset(name, device=device, **(options or {}))
-
-
-def _split_validation(bundle: Any, fraction: float, seed: int) -> tuple[Any, Any]:
-    """(bundle whose train split lost a random ``fraction``, the held-out rows) or (bundle, None)."""
-    import dataclasses
-
-    import torch
-
-    n = bundle.train.shape[0]
-    n_val = int(round(fraction * n))
-    if n_val < 1 or n - n_val < 1:
-        return bundle, None
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(bundle.train.device)
-    keep, held = order[n_val:], order[:n_val]
-    changes: dict[str, Any] = {"train": bundle.train[keep]}
-    for name in ("train_levels", "train_targets"):
-        if getattr(bundle, name, None) is not None:
-            changes[name] = getattr(bundle, name)[keep]
-    return dataclasses.replace(bundle, **changes), bundle.train[held]
 
 
 def _family_options(family: Any, allowed_attr: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -83,74 +59,6 @@ def _family_options(family: Any, allowed_attr: str, given: dict[str, Any]) -> di
                 + (f"; it applies to {', '.join(owners)}" if owners else "") + f"; drop {flag}"
             )
     return options
-
-
-def cmd_fit(args: argparse.Namespace) -> int:
-    import torch
-
-    from inference.diagnostics.plots import plot_history, plot_samples
-    from vi_models._validation import resolve_device
-
-    from .families import get_family
-    from .runs import RunDir
-
-    family = get_family(args.model)
-    device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
-    bundle = _load_bundle(args.data, device)  # validate the data before creating the run directory
-    model_config = family.config_from_args(args)
-    model, guide = family.build(model_config, bundle, device)
-    data_ref = args.data if not os.path.exists(args.data) else str(Path(args.data).resolve())
-    config = {
-        "model": family.name,
-        "data": data_ref,
-        "data_options": {},
-        "model_config": model_config,
-        "fit": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
-        "device": str(device),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    if not 0.0 <= args.validation_fraction < 1.0:
-        from vi_models.errors import ConfigError
-
-        raise ConfigError(f"expected --validation-fraction in [0, 1), got {args.validation_fraction}")
-    train_bundle, validation = _split_validation(bundle, args.validation_fraction, args.seed)
-    config["fit"].update(validation_fraction=args.validation_fraction, early_stopping=args.early_stopping)
-    run = RunDir.create(args.out, config, overwrite=args.overwrite, resume=args.resume)
-    started = time.perf_counter()
-    history = family.train(
-        model,
-        guide,
-        train_bundle,
-        model_config,
-        run=run,
-        fit_options={
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "device": device,
-            "seed": args.seed,
-            "resume": args.resume,
-            "progress": not args.no_progress,
-            "validation_data": validation,
-            "early_stopping": args.early_stopping if validation is not None and args.early_stopping > 0 else None,
-        },
-    )
-    run.write_json("config.json", {"format": run.config()["format"], **config, "model_config": model_config})
-    run.write_json("history.json", {**history, "fit_seconds": time.perf_counter() - started})
-    if history.get("loss"):
-        run.save_figure("loss.png", plot_history(history, title=f"{family.name} on {bundle.name}"))
-    torch.manual_seed(args.seed)
-    samples = family.sample(model, guide, 64, model_config)
-    run.save_figure("samples.png", plot_samples(samples, image_shape=bundle.image_shape, reference=bundle.train[:2000]
-                                                if bundle.image_shape is None else None))
-    for name, figure in family.figures(model, guide, bundle, model_config).items():
-        run.save_figure(name, figure)
-    unit = family.loss_unit(model_config) if hasattr(family, "loss_unit") else "nats/observation"
-    summary = (f"final training loss {history['loss'][-1]:.4f} {unit}" if history.get("loss")
-               else "fitted in closed form")
-    print(f"fitted {family.name} on {bundle.name}: {summary}; run directory {run.path}")
-    return 0
 
 
 def _run_model_name(run_dir: str) -> str:

@@ -35,10 +35,14 @@ class RunDir:
 
     Args:
         path: the directory.
+        writable: whether this process writes the run's files. Under ``torchrun`` only rank 0
+            does; on the other ranks :meth:`write_json`, :meth:`save_figure` and
+            :meth:`save_array` write nothing.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, writable: bool = True) -> None:
         self.path = Path(path)
+        self.writable = writable
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -133,6 +137,8 @@ class RunDir:
     def write_json(self, name: str, payload: dict[str, Any]) -> Path:
         """Write ``payload`` as JSON atomically; returns the path."""
         path = self.path / name
+        if not self.writable:
+            return path
         atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=_default) + "\n")
         return path
 
@@ -142,6 +148,9 @@ class RunDir:
 
         import matplotlib.pyplot as plt
 
+        if not self.writable:
+            plt.close(figure)
+            return self.path / name
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(figure)
@@ -152,6 +161,8 @@ class RunDir:
 
     def save_array(self, name: str, array: Any) -> Path:
         """Save a numpy array (``.npy``) atomically; returns the path."""
+        if not self.writable:
+            return self.path / name
         import io
 
         import numpy as np

@@ -14,11 +14,13 @@ with the kernels of scikit-learn's ``KernelDensity`` (euclidean metric), ``u = r
 
 ``V_d = pi^{d/2} / Gamma(d/2 + 1)`` is the volume of the unit ball and
 ``S_{d-1} = 2 pi^{d/2} / Gamma(d/2) = d V_d`` the area of the unit sphere. These are the
-constants of ``_log_kernel_norm`` in scikit-learn's ``neighbors/_binary_tree.pxi.tp``, so
-:meth:`KernelDensity.log_prob` equals ``sklearn.neighbors.KernelDensity.score_samples`` on the
-same data and bandwidth, with one exception: scikit-learn's cosine constant drops the last term
-of its integration by parts in even dimensions (it gives ``Z_2 = 4`` where the integral is
-``2 pi (2/pi - 4/pi^2) = 1.4535``, and NaN for ``d = 4``). Here the radial integral is summed
+constants of ``_log_kernel_norm`` in scikit-learn's ``neighbors/_binary_tree.pxi.tp``, and
+:func:`log_kernel` is its ``compute_log_kernel``, so :meth:`KernelDensity.log_prob` equals
+``sklearn.neighbors.KernelDensity.score_samples`` on the same data and bandwidth to float64
+rounding (against scikit-learn's exact sum, a one-leaf tree), with one exception:
+scikit-learn's cosine constant drops the last term of its integration by parts in even
+dimensions (it gives ``Z_2 = 4`` where the integral is ``2 pi (2/pi - 4/pi^2) = 1.4535``, and
+NaN for ``d = 4``). Here the radial integral is summed
 from its power series, so the cosine density integrates to one in every dimension and agrees
 with scikit-learn in odd ``d``.
 
@@ -121,26 +123,30 @@ def log_kernel_normalizer(kernel: Kernel, d: int) -> float:
     return -log_z
 
 
-def log_kernel(u: Tensor, kernel: str) -> Tensor:
-    """Unnormalised ``log K(u)`` at scaled distances ``u = r / h >= 0`` (any shape).
+def log_kernel(r: Tensor, kernel: str, h: Tensor | float = 1.0) -> Tensor:
+    """Unnormalised ``log K(r / h)`` at distances ``r >= 0`` and bandwidth ``h`` (broadcast).
 
-    Compact kernels are ``-inf`` for ``u >= 1`` (strictly inside, as scikit-learn). The
-    ``where`` keeps the out-of-support branch finite so gradients stay NaN-free.
+    Operation for operation scikit-learn's ``compute_log_kernel``, support test ``r < h`` on the
+    distance itself (strictly inside) included, so on equal distances the two agree to the
+    last bits, ``-inf`` entries included. (Near a compact kernel's edge ``log K`` has condition
+    number about ``r / (h - r)``: the rounding of ``r`` itself sets the accuracy there.) With
+    the default ``h = 1`` the first argument is the scaled distance ``u``. The ``where`` keeps
+    the out-of-support branch finite so gradients stay NaN-free.
     """
     if kernel == "gaussian":
-        return -0.5 * u.square()
+        return -0.5 * (r * r) / (h * h)
     if kernel == "exponential":
-        return -u
-    inside = u < 1.0
-    v = torch.where(inside, u, torch.zeros_like(u))
+        return -r / h
+    inside = r < h
+    v = torch.where(inside, r, torch.zeros_like(r))
     if kernel == "tophat":
         out = torch.zeros_like(v)
     elif kernel == "epanechnikov":
-        out = torch.log1p(-v.square())
+        out = torch.log(1.0 - (v * v) / (h * h))
     elif kernel == "linear":
-        out = torch.log1p(-v)
+        out = torch.log(1.0 - v / h)
     else:  # cosine
-        out = torch.log(torch.cos(0.5 * math.pi * v))
+        out = torch.log(torch.cos(0.5 * math.pi * v / h))
     return torch.where(inside, out, torch.full_like(out, -math.inf))
 
 

@@ -31,6 +31,10 @@ class Family:
     help: str = ""
     #: The estimator written to metrics.json ("iwae", "exact", "vlb", "ode", ...).
     estimator: str = "exact"
+    #: Whether ``torchrun`` may fit it on several processes (its training goes through the
+    #: data-parallel engine); if not, ``distributed_reason`` says why.
+    distributed: bool = True
+    distributed_reason: str = ""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Family-specific options of ``vi-models fit NAME``."""
@@ -84,6 +88,9 @@ def save_fitted(run: Any, model: Any, guide: Any = None, *, history: dict[str, l
     read both alike.
     """
     from inference.engine.checkpoint import fingerprint, save_checkpoint
+
+    if not getattr(run, "writable", True):
+        return  # under torchrun rank 0 writes; the fit is the same on every rank
 
     def state(module: Any) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in module.state_dict().items()} if hasattr(module, "state_dict") else {}

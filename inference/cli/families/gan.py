@@ -26,6 +26,8 @@ class GANFamily(Family):
     name = "gan"
     help = "generative adversarial network / f-GAN (samples only; density estimated by a KDE on samples)"
     estimator = "kde-on-samples"
+    distributed = False
+    distributed_reason = "its adversarial loop (inference.fit_adversarial) alternates two optimisers on one process"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("gan")

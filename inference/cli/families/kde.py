@@ -16,6 +16,8 @@ class KDEFamily(Family):
     name = "kde"
     help = "kernel density estimation (Gaussian and other kernels; bandwidth by Scott, Silverman or CV)"
     estimator = "exact"
+    distributed = False
+    distributed_reason = "its fit stores every training point and searches the bandwidth on one process"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("kde")

@@ -1,8 +1,9 @@
 """THEORY T24: kernel density estimation, against scikit-learn, scipy and naive numpy.
 
 The references are independent of the module: scikit-learn's ``KernelDensity`` for the
-log-densities, a brute-force numpy sum with normalising constants from ``scipy.integrate.quad``
-for the kernels' normalisation, grid integration for "integrates to one", radial CDFs from
+log-densities and k-fold scores (to float64 precision, in ``test_kde_sklearn.py``), a
+brute-force numpy sum with normalising constants from ``scipy.integrate.quad`` for the kernels'
+normalisation, grid integration for "integrates to one", radial CDFs from
 ``cumulative_trapezoid`` for the sampling, and a naive leave-one-out objective maximised by
 ``scipy.optimize`` for the cross-validated bandwidth.
 """
@@ -15,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from scipy import integrate, optimize, special, stats
-from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity as SklearnKDE
 
 from vi_models.errors import ConfigError, DataError
@@ -68,32 +68,12 @@ def test_normalising_constant_matches_quadrature(kernel: str, d: int) -> None:
 @pytest.mark.theory("T24")
 @pytest.mark.parametrize("d", [1, 2, 3])
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_log_prob_equals_sklearn(float64, kernel: str, d: int) -> None:
+def test_log_prob_equals_a_naive_sum(float64, kernel: str, d: int) -> None:
+    """Against numpy and quadrature constants; scikit-learn, to 1e-9, in test_kde_sklearn.py."""
     data, query = _gaussian_data(150, d, seed=d), 0.6 * _gaussian_data(60, d, seed=10 + d)
     for h in (0.25, 0.8):
         ours = KernelDensity(kernel, h).fit(data).log_prob(query).numpy()
         np.testing.assert_allclose(ours, _naive_log_density(data, query, kernel, h), rtol=0, atol=1e-10)
-        reference = SklearnKDE(kernel=kernel, bandwidth=h).fit(data).score_samples(query)
-        if kernel == "cosine" and d % 2 == 0:
-            continue  # scikit-learn's constant is off in even d: see the next test
-        # sklearn's trees return a tiny finite value (~e^-34) where the density is exactly zero,
-        # and approximate in the far tails; compare where the density is not negligible.
-        zero = np.isneginf(ours)
-        assert np.all(reference[zero] < -30)
-        bulk = ~zero & (reference > -15)
-        assert bulk.sum() >= 15
-        np.testing.assert_allclose(ours[bulk], reference[bulk], rtol=0, atol=1e-6)
-
-
-@pytest.mark.theory("T24")
-def test_cosine_in_two_dimensions_differs_from_sklearn_by_its_constant(float64) -> None:
-    """sklearn uses Z_2 = 4 for the cosine kernel; the integral is 2 pi (2/pi - 4/pi^2)."""
-    data, query = _gaussian_data(100, 2, seed=0), _gaussian_data(40, 2, seed=1)
-    ours = KernelDensity("cosine", 0.9).fit(data).log_prob(query).numpy()
-    reference = SklearnKDE(kernel="cosine", bandwidth=0.9).fit(data).score_samples(query)
-    finite = np.isfinite(ours)
-    z_true = 2 * np.pi * integrate.quad(lambda r: r * np.cos(np.pi * r / 2), 0, 1)[0]
-    np.testing.assert_allclose(ours[finite] - reference[finite], math.log(4.0 / z_true), atol=1e-6)
 
 
 @pytest.mark.theory("T24")
@@ -214,21 +194,6 @@ def test_leave_one_out_bandwidth_finds_the_optimum(float64) -> None:
     default = KernelDensity("gaussian", "cv").fit(x[:, None])  # default grid around Scott's rule
     assert default.cv_bandwidths_.shape == (40,)
     assert abs(math.log(default.bandwidth_ / best)) < 0.2
-
-
-@pytest.mark.parametrize("kernel", ["gaussian", "exponential"])
-def test_k_fold_bandwidth_equals_grid_search_cv(float64, kernel: str) -> None:
-    x = _gaussian_data(200, 2, seed=9)
-    grid = np.geomspace(0.05, 2.0, 40)
-    ours = KernelDensity(kernel, "cv").fit(x, bandwidths=grid, cv_folds=5)
-    search = GridSearchCV(SklearnKDE(kernel=kernel), {"bandwidth": grid}, cv=5).fit(x)
-    assert ours.bandwidth_ == search.best_params_["bandwidth"]
-    # GridSearchCV averages per-fold total log-likelihoods; folds have 40 points each. (Its
-    # trees approximate the far tails, which dominate at the smallest bandwidths.)
-    sensible = grid > 0.1
-    np.testing.assert_allclose(
-        ours.cv_scores_.numpy()[sensible] * 40, search.cv_results_["mean_test_score"][sensible], atol=1e-6
-    )
 
 
 # ---------------------------------------------------------------------- module contract
