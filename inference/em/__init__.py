@@ -2,6 +2,9 @@
 
 - :mod:`.loop`: :func:`fit_em` (closed-form or generalised M-step); :mod:`.result`:
   :class:`EMResult`, :func:`assignment_probs`; :mod:`.steps`: the E-step and the generalised M-step;
+- :mod:`.streaming`: EM by sufficient statistics, summed over chunks and all-reduced across
+  ``torchrun`` ranks; :mod:`.sources`: the rows it reads (a tensor, a memory-mapped ``.npy``, an
+  iterable of chunks); :mod:`.degenerate`: the identical, empty and collapsed components of a fit;
 - :mod:`.average`: :func:`fit_em_average`, the average of several EM fits;
 - :mod:`.bases`: mixture parts of other families fitted by EM (:func:`select_mixture`,
   :func:`fit_mixture_denoiser`, :func:`initialize_flow`).

@@ -29,6 +29,7 @@ from vi_models._validation import as_data_tensor, check_positive_int
 from vi_models.errors import ConfigError
 
 from .loop import fit_em
+from .sources import is_streamed
 
 __all__ = ["fit_em_average"]
 
@@ -40,7 +41,9 @@ def fit_em_average(model: Any, data: Any, n_fits: int = 10, *, bootstrap: bool =
     Args:
         model: an unfitted :class:`vi_models.GaussianMixture` (its K and covariance type are
             used; it is not modified).
-        data: observations ``(N, n_features)``.
+        data: observations ``(N, n_features)``: in memory, or read in chunks as :func:`inference.fit_em`
+            reads them (a memory-mapped ``.npy``, a list or re-iterable of chunks; not with
+            ``bootstrap``). ``chunk_size`` and ``init_sample_size`` in ``fit_em_kwargs`` reach every run.
         n_fits: M, the EM runs averaged.
         bootstrap: fit run m on a bootstrap resample of the data (bagging) instead of on all of
             it from another initialisation.
@@ -53,8 +56,8 @@ def fit_em_average(model: Any, data: Any, n_fits: int = 10, *, bootstrap: bool =
         its ``converged_`` says whether every run converged.
 
     Raises:
-        ConfigError: ``n_fits < 1``, ``n_init``/``warm_start``/``seed`` in ``fit_em_kwargs``, or a
-            model that is not a Gaussian mixture without priors.
+        ConfigError: ``n_fits < 1``, ``n_init``/``warm_start``/``seed`` in ``fit_em_kwargs``, a
+            model that is not a Gaussian mixture without priors, or ``bootstrap`` with streamed data.
 
     Example:
         >>> from vi_models import GaussianMixture
@@ -72,7 +75,12 @@ def fit_em_average(model: Any, data: Any, n_fits: int = 10, *, bootstrap: bool =
     if clash:
         raise ConfigError(f"fit_em_average sets {', '.join(clash)} itself (one run per seed); drop it")
     like = model.weights_unconstrained.detach()
-    x = as_data_tensor(data, name="data", dtype=like.dtype, device=like.device)
+    streamed = is_streamed(data)
+    if streamed and bootstrap:
+        raise ConfigError("expected in-memory data (a tensor or array) for bootstrap=True, got data read in chunks "
+                          f"({type(data).__name__}); drop bootstrap, or load the data (np.asarray) to resample it")
+    # in-memory data is converted once for every run; streamed data is read by each run in chunks
+    x = data if streamed else as_data_tensor(data, name="data", dtype=like.dtype, device=like.device)
     fit_em_kwargs.setdefault("progress", False)
     fit_em_kwargs.setdefault("device", like.device)  # fit where the model lives (fit_em's own default is the CPU)
     fits, results = [], []

@@ -2,8 +2,7 @@
 
 ``fit_em`` is the EM twin of :func:`inference.fit`: the E-step asks Pyro for the
 responsibilities by enumerating the model's assignment site (:mod:`.steps`), the
-M-step is the model's own closed form (``model.m_step(x, resp, reg_covar=...)``, as the
-mixtures of :mod:`vi_models.mixtures.gaussian` have) or, for any other model, a few gradient steps on
+M-step is the model's own closed form or, for any other model, a few gradient steps on
 the expected complete-data log-likelihood (generalised EM). The loop, its stopping rule and
 its attributes follow scikit-learn's ``BaseMixture.fit`` so that the two can be compared
 number for number:
@@ -15,6 +14,12 @@ number for number:
             lower_bound = mean_i log p(x_i)  (at the theta the E-step used)
             stop if |lower_bound - previous| < tol
     keep the initialisation with the highest lower bound
+
+A closed form of additive sufficient statistics (the mixtures of :mod:`vi_models.mixtures`)
+runs through :class:`~.streaming.StatisticsEM`: the E-step chunk by chunk over a tensor, a
+memory-mapped ``.npy`` or an iterable of chunks (:mod:`.sources`), and, under ``torchrun``,
+over each rank's shard of the rows with the statistics all-reduced. Any other model runs
+through :class:`~.steps.InMemoryEM` on one in-memory tensor in one process.
 
 The fitted model comes back in an :class:`~.result.EMResult` (scikit-learn's attributes and
 ``predict`` / ``score`` / ``bic`` methods).
@@ -29,39 +34,33 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
 from torch import Tensor, nn
 
+from inference.engine import distributed
 from inference.engine._traces import plate_depth
 from inference.engine.batches import model_dtype
 from vi_models._validation import check_positive_int, resolve_device
-from vi_models.errors import (
-    ConfigError,
-    ConvergenceWarning,
-    DataError,
-    DegenerateFitWarning,
-    NonFiniteLossError,
-)
+from vi_models.errors import ConfigError, ConvergenceWarning, DataError
 
-from .result import EMResult, as_model_data, assignment_probs, model_device
+from .degenerate import EMPTY_COMPONENT_MASS, summarise, warn_degenerate
+from .result import EMResult, assignment_probs
+from .sources import DEFAULT_CHUNK_SIZE, as_source, model_device
 from .steps import (
     INIT_METHODS,
-    e_step,
+    InMemoryEM,
     generalized_m_step,
-    identical_component_groups,
     initial_responsibilities,
     log_joint,
     trainable_parameters,
 )
+from .streaming import INIT_SAMPLE_SIZE, StatisticsEM, has_statistics
 
-__all__ = ["EMResult", "assignment_probs", "fit_em"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "EMPTY_COMPONENT_MASS", "INIT_SAMPLE_SIZE", "EMResult", "assignment_probs", "fit_em"]
 
 InitMethod = Literal["k-means++", "kmeans", "random_from_data", "random"]
 InitSpec = InitMethod | Mapping[str, Any]
-#: A component whose total responsibility is below this many observations counts as empty.
-EMPTY_COMPONENT_MASS = 1e-6
 _COVARIANCE_KEYS = ("covariances", "precisions", "scale_tril", "variances")
 
 
@@ -99,6 +98,10 @@ def _initialize(model: Any, x: Tensor, init: InitSpec, rng: np.random.RandomStat
         generalized_m_step(model, x, resp.T, opt, 10 * gem[0], max_plate_nesting=depth)
 
 
+def _optional_int(value: Any, name: str) -> int | None:
+    return None if value is None else check_positive_int(value, name)
+
+
 def fit_em(
     model: Any,
     data: Any,
@@ -114,17 +117,25 @@ def fit_em(
     progress: bool = True,
     gem_steps: int = 10,
     gem_lr: float = 0.01,
+    chunk_size: int | None = None,
+    init_sample_size: int | None = INIT_SAMPLE_SIZE,
 ) -> EMResult:
     """Fit a model with an enumerable discrete latent per observation by EM.
 
     Args:
         model: a Pyro model ``model(x)`` with one discrete latent per observation (marked for
             enumeration or enumerable) inside ``pyro.plate("data", N, dim=-1)`` and no other
-            latents, e.g. :class:`vi_models.GaussianMixture`. With ``m_step`` / ``set_params``
-            methods the M-step is their closed form; otherwise the model must be an
-            ``nn.Module`` and the M-step takes ``gem_steps`` Adam steps on the expected
-            complete-data log-likelihood.
-        data: observations ``(N, n_features)`` (tensor, array or a DataBundle's ``train``).
+            latents, e.g. :class:`vi_models.GaussianMixture`. With ``sufficient_statistics`` /
+            ``m_step_from_statistics`` / ``set_params`` (the mixtures of :mod:`vi_models.mixtures`)
+            the M-step is their closed form, and the data may be streamed or distributed; with
+            ``m_step`` / ``set_params`` only, the closed form on in-memory data; otherwise the
+            model must be an ``nn.Module`` and the M-step takes ``gem_steps`` Adam steps on the
+            expected complete-data log-likelihood (in-memory data, one process).
+        data: observations ``(N, n_features)``: a tensor, an array or a DataBundle's ``train``
+            (in memory); a memory-mapped ``.npy`` (``np.load(path, mmap_mode="r")``, read
+            ``chunk_size`` rows at a time, 100 000 by default, never loaded whole); or chunks
+            ``(n_i, n_features)`` as a list, a re-iterable object or a callable returning an
+            iterable of them (a one-shot generator is refused). See :mod:`inference.em.sources`.
         init: ``"k-means++"`` (default), ``"kmeans"``, ``"random_from_data"``, ``"random"``
             (scikit-learn's ``init_params``, from responsibilities and one M-step), or a dict of
             initial parameters (``weights``, ``means`` and ``covariances`` or ``precisions`` in
@@ -136,18 +147,33 @@ def fit_em(
         reg_covar: added to the diagonal of every covariance in the closed-form M-step.
         warm_start: start from the model's current parameters (one run, ``init`` and
             ``n_init`` ignored).
-        device: where to compute.
-        seed: seeds the initialisation exactly as scikit-learn's ``random_state``.
-        progress: show a progress bar.
+        device: where to compute (``cuda`` is ``cuda:LOCAL_RANK`` under ``torchrun``).
+        seed: seeds the initialisation exactly as scikit-learn's ``random_state`` (and the
+            initialisation sample, when there is one).
+        progress: show a progress bar (rank 0 only).
         gem_steps, gem_lr: Adam steps and learning rate of a generalised M-step.
+        chunk_size: rows per E-step (``None``: in-memory data in one piece, a memmap in chunks of
+            100 000, chunks as given). Chunking changes the floating-point order of the sums
+            only: the fit equals the in-memory one to rounding.
+        init_sample_size: the initialisation (k-means++ or another ``init``, and the reference
+            point of the Gaussian moments) sees a uniform sample without replacement of at most
+            this many rows (default 100 000), seeded by ``seed`` and read by rank 0; with
+            N <= init_sample_size (or ``None``) it sees every row in order, as scikit-learn does.
+
+    Under ``torchrun`` (``inference.engine.distributed``) every rank passes the whole data; each
+    E-steps its contiguous shard of the rows, the statistics and the log-likelihood are summed
+    across ranks, and every rank runs the same M-step and reaches the same fitted model.
 
     Returns:
-        An :class:`EMResult` (``converged_``, ``n_iter_``, ``lower_bound_``, ``predict``, ...).
+        An :class:`EMResult` (``converged_``, ``n_iter_``, ``lower_bound_``, ``predict``, ...;
+        ``time_per_iter``, ``iteration_seconds_`` and ``elapsed`` for timings).
 
     Raises:
-        ConfigError: bad arguments, a model with priors on its globals (fit it with
-            :func:`inference.fit`), or a model with continuous latents.
-        DataError: non-finite or mis-shaped data, fewer observations than components, or a
+        ConfigError: bad arguments (``chunk_size`` < 1, a one-shot generator), a model with priors
+            on its globals (fit it with :func:`inference.fit`), a model with continuous latents, or
+            streamed / distributed data for a model without sufficient statistics.
+        DataError: non-finite or mis-shaped data (a chunk that is not 2-D, chunks of different
+            widths), no rows, fewer observations than components or than processes, or a
             covariance that stops being positive definite (``reg_covar=0``).
 
     Warns:
@@ -161,11 +187,15 @@ def fit_em(
         >>> result = fit_em(GaussianMixture(2, 2), x, seed=0, progress=False)
         >>> result.converged_, result.predict(x).shape
         (True, torch.Size([200]))
+        >>> chunks = [x[:70], x[70:140], x[140:]]  # or np.load("x.npy", mmap_mode="r")
+        >>> fit_em(GaussianMixture(2, 2), chunks, seed=0, progress=False).converged_
+        True
     """
     start = time.perf_counter()
     n_init = check_positive_int(n_init, "n_init")
     max_iter = check_positive_int(max_iter, "max_iter", minimum=0)
     gem_steps = check_positive_int(gem_steps, "gem_steps")
+    chunk_size, init_sample_size = _optional_int(chunk_size, "chunk_size"), _optional_int(init_sample_size, "init_sample_size")
     tol = _check_float(tol, "tol")
     gem_lr = _check_float(gem_lr, "gem_lr")
     if not isinstance(reg_covar, (int, float)) or isinstance(reg_covar, bool) or not reg_covar >= 0 or not math.isfinite(reg_covar):
@@ -178,28 +208,50 @@ def fit_em(
             "fit_em finds maximum-likelihood parameters, but this model has priors on its globals; build it "
             "with priors=None, or fit the Bayesian mixture with inference.fit(model, guide, data, loss='enum')"
         )
-    dev = resolve_device(device)
+    parallel = distributed.init(device)
+    dev = distributed.rank_device(device) if parallel else resolve_device(device)
     if isinstance(model, nn.Module):
         model.to(dev)
-    x = as_model_data(data, model, device=dev)
-    n = x.shape[0]
+    source = as_source(data, model, chunk_size=chunk_size, dtype=model_dtype(model), device=dev)
+    n, world = source.n_rows, distributed.world_size()
     n_components = getattr(model, "n_components", None)
     if n_components is not None and n < n_components:
         raise DataError(f"expected at least n_components={n_components} observations, got {n}; lower "
                         "n_components or pass more data")
+    if n < world:
+        raise DataError(f"expected at least one row per process, got {n} rows for {world} processes; start "
+                        "fewer processes (torchrun --nproc_per_node=...)")
     closed_form = callable(getattr(model, "m_step", None)) and callable(getattr(model, "set_params", None))
-    depth = plate_depth(model, None, (x[: min(n, 8)],))
+    by_statistics = has_statistics(model)
+    if not by_statistics and (source.streamed or parallel):
+        raise ConfigError(
+            f"expected a model with sufficient_statistics and m_step_from_statistics to fit "
+            f"{'streamed' if source.streamed else 'distributed'} data, got {type(model).__name__}, whose M-step "
+            f"{'is a closed form on all the data' if closed_form else 'takes gradient steps on all the data'}; "
+            "pass the data as one in-memory tensor without chunk_size and run one process, or give the model "
+            "those two methods (see vi_models.mixtures.statistics)"
+        )
+    head = source.head(min(n, 8))
+    depth = plate_depth(model, None, (head,))
     with torch.no_grad():
-        n_components = log_joint(model, x[:1], max_plate_nesting=depth).shape[0]
+        n_components = log_joint(model, head[:1], max_plate_nesting=depth).shape[0]
     if n < n_components:
         raise DataError(f"expected at least {n_components} observations (one per component), got {n}")
     rng = np.random.RandomState(seed)
     validate = is_validation_enabled()
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if isinstance(model, nn.Module) else {}
-    gem_opt = None if closed_form else (lambda: torch.optim.Adam(trainable_parameters(model), lr=gem_lr))
+    if by_statistics:
+        em: Any = StatisticsEM(model, source, n_components=n_components, depth=depth, reg_covar=reg_covar,
+                               parallel=parallel, init_sample_size=init_sample_size, seed=seed)
+    else:
+        em = InMemoryEM(model, source.all_rows(), depth=depth, reg_covar=reg_covar, closed_form=closed_form,
+                        gem=(gem_steps, gem_lr))
+
+    def run_init(rows: Tensor) -> None:
+        _initialize(model, rows, init, rng, reg_covar, n_components, closed_form, (gem_steps, gem_lr), depth)
 
     bar = None
-    if progress:
+    if progress and distributed.is_main_process():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=(1 if warm_start else n_init) * max_iter, desc="fit_em", unit="iter", leave=True)
@@ -211,29 +263,16 @@ def fit_em(
             if not warm_start:
                 if initial_state and not closed_form:
                     model.load_state_dict(initial_state)
-                _initialize(model, x, init, rng, reg_covar, n_components, closed_form, (gem_steps, gem_lr), depth)
-            opt = gem_opt() if gem_opt is not None else None
-            lower_bound, bounds, converged, n_iter = -math.inf, [], False, 0
-            loop_start = time.perf_counter()
+                em.initialize(run_init)
+            if hasattr(em, "begin_run"):
+                em.begin_run()
+            lower_bound, bounds, seconds, converged, n_iter = -math.inf, [], [], False, 0
             for n_iter in range(1, max_iter + 1):
-                previous = lower_bound
+                previous, tick = lower_bound, time.perf_counter()
                 # The data are checked (support, finiteness) by the first E-step; later ones skip it.
-                with torch.no_grad(), pyro.validation_enabled(validate and total_iters + n_iter == 1):
-                    log_norm, resp = e_step(model, x, log_space=False, max_plate_nesting=depth)
-                lower_bound = float(log_norm.mean())
-                if not math.isfinite(lower_bound):
-                    bad = torch.nonzero(~torch.isfinite(log_norm)).flatten()[:5].tolist()
-                    raise NonFiniteLossError(
-                        f"log p(x) became {lower_bound} at iteration {n_iter} (observations {bad}): no component "
-                        "gives them a positive density; increase reg_covar (or pseudo_count), or scale the data"
-                    )
-                with pyro.validation_enabled(validate and total_iters + n_iter == 1):
-                    if closed_form:
-                        with torch.no_grad():
-                            model.set_params(**model.m_step(x, resp.T, reg_covar=reg_covar))
-                    else:
-                        generalized_m_step(model, x, resp, opt, gem_steps, max_plate_nesting=depth)
+                lower_bound = em.step(n_iter, validate and total_iters + n_iter == 1)
                 bounds.append(lower_bound)
+                seconds.append(time.perf_counter() - tick)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(init=run + 1, lower_bound=f"{lower_bound:.6g}", refresh=False)
@@ -241,12 +280,12 @@ def fit_em(
                     converged = True
                     break
             total_iters += n_iter
-            loop_time += time.perf_counter() - loop_start
+            loop_time += sum(seconds)
             init_bounds.append(lower_bound)
             if best is None or lower_bound > best["lower_bound"]:
                 best = {
                     "lower_bound": lower_bound, "bounds": bounds, "converged": converged, "n_iter": n_iter,
-                    "run": run, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    "run": run, "seconds": seconds, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}
                     if isinstance(model, nn.Module) else None,
                 }
     finally:
@@ -264,9 +303,9 @@ def fit_em(
             ConvergenceWarning,
             stacklevel=2,
         )
-    with torch.no_grad():
-        _, log_resp = e_step(model, x, max_plate_nesting=depth)
-    _warn_degenerate(model, x, log_resp, reg_covar)
+    local = em.local if by_statistics else source
+    warn_degenerate(model, summarise(model, local, n_components=n_components, depth=depth, shift=head.mean(0)),
+                    reg_covar)
     return EMResult(
         model=model,
         converged_=best["converged"],
@@ -281,42 +320,11 @@ def fit_em(
         config={
             "init": init if isinstance(init, str) else "given", "n_init": n_init, "max_iter": max_iter,
             "tol": tol, "reg_covar": reg_covar, "warm_start": warm_start, "device": str(dev), "seed": seed,
-            "m_step": "closed-form" if closed_form else f"generalised ({gem_steps} Adam steps, lr {gem_lr})",
+            "m_step": ("closed-form (sufficient statistics)" if by_statistics else "closed-form" if closed_form
+                       else f"generalised ({gem_steps} Adam steps, lr {gem_lr})"),
+            "chunk_size": chunk_size, "init_sample_size": init_sample_size, "n_rows": n, "world_size": world,
+            "streamed": source.streamed,
         },
+        iteration_seconds_=best["seconds"],
         _depth=depth,
     )
-
-
-def _warn_degenerate(model: Any, x: Tensor, log_resp: Tensor, reg_covar: float) -> None:
-    """Name the identical, collapsed and empty components of a fitted model (THEORY T13)."""
-    groups = identical_component_groups(log_resp)
-    if groups:
-        warnings.warn(
-            f"components {groups} are identical (every observation gives them proportional responsibilities); "
-            "components that start identical stay identical under EM. Initialise with init='k-means++' or "
-            "'random_from_data', or give distinct initial means",
-            DegenerateFitWarning,
-            stacklevel=3,
-        )
-    mass = log_resp.exp().sum(-1)  # N_k
-    empty = torch.nonzero(mass < EMPTY_COMPONENT_MASS).flatten().tolist()
-    if empty:
-        warnings.warn(
-            f"component(s) {empty} are empty (total responsibility below {EMPTY_COMPONENT_MASS:g} observations): "
-            "their weight is ~0 and their parameters are not informed by the data; lower n_components or use "
-            "n_init > 1",
-            DegenerateFitWarning,
-            stacklevel=3,
-        )
-    collapsed = getattr(model, "collapsed_components", None)
-    if callable(collapsed) and x.shape[0] > 1:
-        names = [k for k in collapsed(reg_covar, data_variance=float(x.var(0).mean())) if k not in empty]
-        if names:
-            warnings.warn(
-                f"component(s) {names} collapsed onto a single point: their variance "
-                + (f"sits at the reg_covar={reg_covar:g} floor" if reg_covar > 0 else "went to 0")
-                + " (the likelihood would grow without bound); increase reg_covar, lower n_components, or "
-                "initialise away from outliers",
-                DegenerateFitWarning,
-                stacklevel=3,
-            )

@@ -5,49 +5,30 @@
   ``score_samples``, ``score``, ``sample``, ``bic``, ``aic``) plus ``bits_per_dim``;
 - :func:`assignment_probs`: ``P(z_i = k | x_i)`` by enumeration for a model fitted by EM or by
   SVI (with a guide over its globals, averaged over the guide's draws);
-- :func:`as_model_data`: data as the ``(N, n_features)`` tensor the model expects, in its
-  dtype and on its device (also how :func:`~inference.em.loop.fit_em` reads its data).
+- the methods that take data read it as :func:`~inference.em.loop.fit_em` does (a tensor, a
+  memory-mapped array, chunks: :mod:`.sources`), one chunk at a time.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from inference.engine._traces import plate_depth
 from inference.engine.batches import model_dtype
 from inference.engine.likelihood import bits_per_dim
-from vi_models._validation import as_data_tensor, check_positive_int
-from vi_models.errors import ConfigError, DataError
+from vi_models._validation import check_positive_int
+from vi_models.errors import ConfigError
 
+from .sources import as_model_data, as_source, model_device
 from .steps import e_step, log_joint
 
 __all__ = ["EMResult", "as_model_data", "assignment_probs", "model_device"]
-
-
-def model_device(model: Any) -> torch.device:
-    """Device of the model's first parameter (CPU if it has none)."""
-    if isinstance(model, nn.Module):
-        for p in model.parameters():
-            return p.device
-    return torch.device("cpu")
-
-
-def as_model_data(data: Any, model: Any, name: str = "data", device: torch.device | None = None) -> Tensor:
-    """Validated ``(N, n_features)`` tensor in the model's dtype, on its device."""
-    if hasattr(data, "train") and isinstance(data.train, Tensor):
-        data = data.train
-    x = as_data_tensor(data, name=name, dtype=model_dtype(model), device=device or model_device(model))
-    n_features = getattr(model, "n_features", None)
-    if n_features is not None and (x.dim() != 2 or x.shape[1] != n_features):
-        fix = (f"reshape it with {name}.reshape(-1, {n_features})" if x.numel() % n_features == 0
-               else "build the model with n_features equal to the data's number of columns")
-        raise DataError(f"expected {name} of shape (n_samples, {n_features}), got {tuple(x.shape)}; {fix}")
-    return x
 
 
 @dataclass
@@ -65,8 +46,10 @@ class EMResult:
         best_init_: index of the initialisation kept.
         n_components: K.
         elapsed: wall-clock seconds of the call.
-        time_per_iter: mean seconds per EM iteration (E-step + M-step), over all initialisations.
-        config: the JSON-able arguments of the call.
+        time_per_iter: mean seconds per EM iteration (E-step + M-step, and the all-reduce of the
+            statistics under ``torchrun``), over all initialisations.
+        config: the JSON-able arguments of the call (with ``n_rows``, ``world_size``, ``streamed``).
+        iteration_seconds_: wall-clock seconds of each iteration of the best initialisation.
     """
 
     model: Any
@@ -80,28 +63,50 @@ class EMResult:
     elapsed: float
     time_per_iter: float
     config: dict[str, Any] = field(default_factory=dict)
+    iteration_seconds_: list[float] = field(default_factory=list)
     _depth: int = 1
 
-    def _x(self, X: Any) -> Tensor:
-        return as_model_data(X, self.model, name="X")
+    def _chunks(self, X: Any, chunk_size: int | None) -> Iterator[Tensor]:
+        """``X`` as chunks (:func:`~.sources.as_source`): whole when in memory and no chunk size is
+        given here or at the fit, else ``chunk_size`` rows at a time (a memmap, an iterable)."""
+        size = check_positive_int(chunk_size, "chunk_size") if chunk_size is not None else self.config.get("chunk_size")
+        source = as_source(X, self.model, chunk_size=size, dtype=model_dtype(self.model),
+                           device=model_device(self.model))
+        return (x for _, x in source.chunks())
 
     @torch.no_grad()
-    def predict_proba(self, X: Any) -> Tensor:
-        """Responsibilities ``P(z = k | x)`` ``(N, K)`` by enumeration."""
-        return e_step(self.model, self._x(X), max_plate_nesting=self._depth)[1].exp().T
+    def predict_proba(self, X: Any, *, chunk_size: int | None = None) -> Tensor:
+        """Responsibilities ``P(z = k | x)`` ``(N, K)`` by enumeration.
 
-    def predict(self, X: Any) -> Tensor:
+        ``X`` may be anything :func:`fit_em` reads (a tensor, a memory-mapped array, chunks); it
+        is read ``chunk_size`` rows at a time (default: as the fit was). The same holds for every
+        method that takes ``X``; none of them communicates across ``torchrun`` ranks.
+        """
+        return torch.cat([e_step(self.model, x, max_plate_nesting=self._depth)[1].exp().T
+                          for x in self._chunks(X, chunk_size)])
+
+    def predict(self, X: Any, *, chunk_size: int | None = None) -> Tensor:
         """Most probable component ``(N,)`` (long)."""
-        return self.predict_proba(X).argmax(-1)
+        return self.predict_proba(X, chunk_size=chunk_size).argmax(-1)
 
     @torch.no_grad()
-    def score_samples(self, X: Any) -> Tensor:
+    def score_samples(self, X: Any, *, chunk_size: int | None = None) -> Tensor:
         """``log p(x_i)`` ``(N,)`` (nats; a log-probability for discrete models)."""
-        return e_step(self.model, self._x(X), max_plate_nesting=self._depth)[0]
+        return torch.cat([e_step(self.model, x, max_plate_nesting=self._depth)[0] for x in self._chunks(X, chunk_size)])
 
-    def score(self, X: Any) -> float:
+    @torch.no_grad()
+    def _total_log_likelihood(self, X: Any, chunk_size: int | None) -> tuple[float, int, int]:
+        """``(sum_i log p(x_i), N, D)``, one chunk in memory at a time."""
+        total, n, d = 0.0, 0, 0
+        for x in self._chunks(X, chunk_size):
+            total += float(e_step(self.model, x, max_plate_nesting=self._depth)[0].double().sum())
+            n, d = n + x.shape[0], x[0].numel()
+        return total, n, d
+
+    def score(self, X: Any, *, chunk_size: int | None = None) -> float:
         """Mean log-likelihood per observation."""
-        return float(self.score_samples(X).mean())
+        total, n, _ = self._total_log_likelihood(X, chunk_size)
+        return total / n
 
     def sample(self, n_samples: int = 1, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """``(X (n, d), labels (n,))`` drawn from the fitted model (THEORY T10)."""
@@ -115,22 +120,22 @@ class EMResult:
             n = sum(p.numel() for p in self.model.parameters())
         return int(n)
 
-    def bic(self, X: Any) -> float:
+    def bic(self, X: Any, *, chunk_size: int | None = None) -> float:
         """Bayesian information criterion ``-2 log L + p log N`` (lower is better)."""
-        x = self._x(X)
-        return -2 * self.score(x) * x.shape[0] + self._n_parameters() * math.log(x.shape[0])
+        total, n, _ = self._total_log_likelihood(X, chunk_size)
+        return -2 * total + self._n_parameters() * math.log(n)
 
-    def aic(self, X: Any) -> float:
+    def aic(self, X: Any, *, chunk_size: int | None = None) -> float:
         """Akaike information criterion ``-2 log L + 2 p`` (lower is better)."""
-        x = self._x(X)
-        return -2 * self.score(x) * x.shape[0] + 2 * self._n_parameters()
+        total, _, _ = self._total_log_likelihood(X, chunk_size)
+        return -2 * total + 2 * self._n_parameters()
 
-    def bits_per_dim(self, X: Any, *, num_levels: int | None = None) -> float:
+    def bits_per_dim(self, X: Any, *, num_levels: int | None = None, chunk_size: int | None = None) -> float:
         """Held-out bits per dimension: exact for a discrete model (``model.is_discrete``),
         else the dequantised bound with ``num_levels`` (see :func:`inference.bits_per_dim`)."""
-        x = self._x(X)
+        total, n, d = self._total_log_likelihood(X, chunk_size)
         discrete = bool(getattr(self.model, "is_discrete", False))
-        return bits_per_dim(self.score_samples(x).mean(), x[0].numel(), num_levels=num_levels, discrete=discrete)
+        return bits_per_dim(total / n, d, num_levels=num_levels, discrete=discrete)
 
 
 @torch.no_grad()

@@ -9,31 +9,36 @@ log-densities is the ``(K, N)`` table ``log p(x_i, z_i = k | theta)``, and
 
 M-step without a closed form (generalised EM, Dempster et al. 1977 sec. 3): a few gradient
 steps on ``Q(theta) = (1/N) sum_i sum_k r_ik log p(x_i, z_i = k | theta)`` with ``r`` fixed.
+:class:`InMemoryEM` is an iteration of :func:`~inference.em.loop.fit_em` for such models (and
+for closed forms without sufficient statistics) on one in-memory tensor.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 
-from vi_models.errors import ConfigError
+from vi_models.errors import ConfigError, NonFiniteLossError
 from vi_models.mixtures.init import INIT_METHODS, initial_responsibilities
 
 __all__ = [
     "INIT_METHODS",
+    "InMemoryEM",
     "e_step",
     "expected_complete_log_likelihood",
     "generalized_m_step",
-    "identical_component_groups",
     "initial_responsibilities",
     "log_joint",
+    "raise_non_finite",
+    "trainable_parameters",
 ]
-
 
 
 def _enumerate_discrete(site: dict) -> dict:
@@ -159,22 +164,45 @@ def trainable_parameters(model: Any) -> list[Tensor]:
     return params
 
 
-def identical_component_groups(log_resp: Tensor, atol: float = 1e-9) -> list[list[int]]:
-    """Groups (size >= 2) of components with the same density: ``log r_j - log r_k`` constant in i.
+def raise_non_finite(lower_bound: float, n_iter: int, bad: list[int]) -> None:
+    """The error of an E-step whose ``log p(x)`` is not finite: no component gives the rows ``bad`` a density."""
+    raise NonFiniteLossError(
+        f"log p(x) became {lower_bound} at iteration {n_iter} (observations {bad}): no component "
+        "gives them a positive density; increase reg_covar (or pseudo_count), or scale the data"
+    )
 
-    Such components receive proportional responsibilities forever, so EM keeps them
-    identical (THEORY T13).
-    """
-    floor = torch.finfo(log_resp.dtype).min / 4
-    centred = log_resp.clamp_min(floor)
-    centred = centred - centred.mean(-1, keepdim=True)  # (K, N)
-    same = torch.cdist(centred, centred, p=float("inf")) <= atol * (1 + centred.abs().amax())
-    groups, seen = [], set()
-    for k in range(same.shape[0]):
-        if k in seen:
-            continue
-        members = torch.nonzero(same[k]).flatten().tolist()
-        seen.update(members)
-        if len(members) > 1:
-            groups.append(members)
-    return groups
+
+class InMemoryEM:
+    """The E- and M-step of :func:`~inference.em.loop.fit_em` on one in-memory tensor, for a model
+    without sufficient statistics: its own closed form on all the data (``m_step(x, resp)``) or a
+    generalised M-step (``gem_steps`` Adam steps at ``gem_lr``). One process only."""
+
+    def __init__(self, model: Any, x: Tensor, *, depth: int, reg_covar: float, closed_form: bool,
+                 gem: tuple[int, float]) -> None:
+        self.model, self.x, self.depth, self.reg_covar, self.closed_form, self.gem = model, x, depth, reg_covar, closed_form, gem
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def initialize(self, run_init: Callable[[Tensor], None]) -> None:
+        run_init(self.x)
+
+    def begin_run(self) -> None:
+        """A fresh optimizer for the generalised M-step of a new run."""
+        if not self.closed_form:
+            self.optimizer = torch.optim.Adam(trainable_parameters(self.model), lr=self.gem[1])
+
+    def step(self, n_iter: int, validate: bool) -> float:
+        """One EM iteration; returns the lower bound at the parameters the E-step used."""
+        model, x = self.model, self.x
+        # The data are checked (support, finiteness) by the first E-step; later ones skip it.
+        with torch.no_grad(), pyro.validation_enabled(validate):
+            log_norm, resp = e_step(model, x, log_space=False, max_plate_nesting=self.depth)
+        lower_bound = float(log_norm.mean())
+        if not math.isfinite(lower_bound):
+            raise_non_finite(lower_bound, n_iter, torch.nonzero(~torch.isfinite(log_norm)).flatten()[:5].tolist())
+        with pyro.validation_enabled(validate):
+            if self.closed_form:
+                with torch.no_grad():
+                    model.set_params(**model.m_step(x, resp.T, reg_covar=self.reg_covar))
+            else:
+                generalized_m_step(model, x, resp, self.optimizer, self.gem[0], max_plate_nesting=self.depth)
+        return lower_bound

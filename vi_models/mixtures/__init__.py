@@ -3,6 +3,8 @@
 - :class:`GaussianMixture` (full, diag, spherical or tied covariances; optional priors:
   :class:`MixturePrior`), :class:`BernoulliMixture`, :class:`CategoricalMixture`;
 - :mod:`.base`: :class:`MixtureModel`, the Pyro program and closed-form M-step they share;
+- :mod:`.statistics`: the M-steps' sufficient statistics, additive over chunks of data (what
+  lets :func:`inference.fit_em` stream a file and run on several processes);
 - :mod:`.components`: the component families; :mod:`.init`: the initial responsibilities.
 """
 

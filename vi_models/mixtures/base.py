@@ -150,10 +150,42 @@ class MixtureModel(PyroModule):
         x = self.to_data_scale(self.components(params).sample(z, generator))
         return (x, z) if return_assignment else x
 
-    # -- EM interface
+    # -- EM interface: the closed-form M-step through additive sufficient statistics (:mod:`.statistics`)
 
-    def m_step(self, x: Tensor, resp: Tensor, *, reg_covar: float = 0.0) -> dict[str, Tensor]:  # pragma: no cover
+    def sufficient_statistics(self, x: Tensor, resp: Tensor, *,
+                              shift: Tensor | None = None) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        """Sums over the observations of a chunk that the M-step needs; they add over disjoint chunks.
+
+        Args:
+            x: data ``(n, n_features)``.
+            resp: responsibilities ``Q(z_i = k)`` ``(n, K)``.
+            shift: reference point ``(n_features,)`` the moments are centred on, the same for every
+                chunk of one M-step (``None``: the origin); the discrete mixtures ignore it.
+        """
         raise NotImplementedError
+
+    def m_step_from_statistics(self, stats: dict[str, Tensor], *, shift: Tensor | None = None,
+                               reg_covar: float = 0.0) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        """The M-step's parameters (the layout :meth:`set_params` takes) from summed statistics."""
+        raise NotImplementedError
+
+    def m_step(self, x: Tensor, resp: Tensor, *, reg_covar: float = 0.0) -> dict[str, Tensor]:
+        """Closed-form maximiser of ``E_Q[log p(x, z | theta)]`` (THEORY T11) on in-memory data.
+
+        :meth:`sufficient_statistics` of ``x`` centred on its mean, then
+        :meth:`m_step_from_statistics`: the arithmetic of a streamed fit, in one chunk.
+
+        Args:
+            x: data ``(N, n_features)``.
+            resp: responsibilities ``(N, K)``, rows summing to 1.
+            reg_covar: added to the diagonal of every covariance (unused by the discrete mixtures).
+
+        Returns:
+            The parameters by name (``weights`` and the components' own), as :meth:`set_params` takes them.
+        """
+        shift = x.mean(0)
+        stats = self.sufficient_statistics(x, resp, shift=shift)
+        return self.m_step_from_statistics(stats, shift=shift, reg_covar=reg_covar)
 
     def set_params(self, **params: Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -131,8 +131,10 @@ class GaussianComponents(Components):
             eye = torch.eye(d, dtype=L.dtype, device=L.device).expand_as(L)
             # Sigma^-1 = P P^T with P = L^-T; ||P^T (x - mu)||^2 = ||x P - mu P||^2 (scikit-learn's form)
             P = torch.linalg.solve_triangular(L, eye, upper=False).mT
-            y = torch.baddbmm(mu.unsqueeze(1) @ P, x.expand(k, *x.shape), P, beta=-1.0)  # (K, M, d)
-            maha = torch.einsum("kmd,kmd->km", y, y)
+            muP = (mu.unsqueeze(1) @ P).squeeze(1)  # (K, d)
+            # one (M, d) product per component, as scikit-learn: no (K, M, d) temporary, so that a
+            # chunk of a streamed fit costs about one chunk of memory
+            maha = torch.stack([torch.addmm(muP[j], x, P[j], beta=-1.0).square().sum(-1) for j in range(k)])
             half_logdet = L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         else:
             # Expanded squares ||x||^2 - 2 x.mu + ||mu||^2 by matmuls; centring on the mean of the

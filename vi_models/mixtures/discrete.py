@@ -44,6 +44,7 @@ from vi_models.nets import check_batch
 
 from .base import WEIGHTS, MixtureModel
 from .components import Components
+from .statistics import level_counts, padded_mass
 
 __all__ = ["PROBS", "BernoulliMixture", "CategoricalMixture"]
 
@@ -163,12 +164,18 @@ class BernoulliMixture(_DiscreteMixture):
     def n_parameters(self) -> int:
         return self.n_components * self.n_features + self.n_components - 1
 
-    def m_step(self, x: Tensor, resp: Tensor, *, reg_covar: float = 0.0) -> dict[str, Tensor]:
-        """Weighted frequencies with the pseudo-count (module docstring); ``resp`` ``(N, K)``.
+    def sufficient_statistics(self, x: Tensor, resp: Tensor, *, shift: Tensor | None = None) -> dict[str, Tensor]:
+        """``N_k`` and ``sum_i r_ik x_i`` ``(K, d)`` of a chunk ``x`` ``(n, d)``, ``resp`` ``(n, K)``
+        (additive over chunks; ``shift`` is unused: the sums are counts)."""
+        return {"nk": resp.sum(0), "sum_x": resp.T @ x}
+
+    def m_step_from_statistics(self, stats: dict[str, Tensor], *, shift: Tensor | None = None,
+                               reg_covar: float = 0.0) -> dict[str, Tensor]:
+        """Weighted frequencies with the pseudo-count (module docstring) from summed statistics.
         ``reg_covar`` is unused (there is no covariance)."""
-        nk = resp.sum(0) + 10 * torch.finfo(resp.dtype).eps
+        nk = padded_mass(stats)
         a = self.pseudo_count
-        return {WEIGHTS: nk / nk.sum(), PROBS: (resp.T @ x + a) / (nk.unsqueeze(-1) + 2 * a)}
+        return {WEIGHTS: nk / nk.sum(), PROBS: (stats["sum_x"] + a) / (nk.unsqueeze(-1) + 2 * a)}
 
     def log_prior(self) -> Tensor:
         """``a sum_kj [log p_kj + log(1 - p_kj)]``: the Beta(1 + a, 1 + a) log-density up to a constant."""
@@ -223,15 +230,18 @@ class CategoricalMixture(_DiscreteMixture):
     def n_parameters(self) -> int:
         return self.n_components * self.n_features * (self.num_levels - 1) + self.n_components - 1
 
-    def m_step(self, x: Tensor, resp: Tensor, *, reg_covar: float = 0.0) -> dict[str, Tensor]:
-        """Weighted level frequencies with the pseudo-count (module docstring); ``x`` ``(N, d)``
-        dequantised, ``resp`` ``(N, K)``. ``reg_covar`` is unused."""
-        k = self.levels(x)  # (N, d)
-        nk = resp.sum(0) + 10 * torch.finfo(resp.dtype).eps
-        # One matmul per level: vectorised over observations and components.
-        counts = torch.stack([resp.T @ (k == level).to(resp.dtype) for level in range(self.num_levels)], -1)
+    def sufficient_statistics(self, x: Tensor, resp: Tensor, *, shift: Tensor | None = None) -> dict[str, Tensor]:
+        """``N_k`` and the weighted level counts ``C_kjl`` ``(K, d, L)`` of a chunk of dequantised
+        ``x`` ``(n, d)``, ``resp`` ``(n, K)`` (additive over chunks; ``shift`` is unused)."""
+        return {"nk": resp.sum(0), "counts": level_counts(self.levels(x), resp, self.num_levels)}
+
+    def m_step_from_statistics(self, stats: dict[str, Tensor], *, shift: Tensor | None = None,
+                               reg_covar: float = 0.0) -> dict[str, Tensor]:
+        """Weighted level frequencies with the pseudo-count (module docstring) from summed
+        statistics. ``reg_covar`` is unused."""
+        nk = padded_mass(stats)
         a = self.pseudo_count
-        return {WEIGHTS: nk / nk.sum(), PROBS: (counts + a) / (nk[:, None, None] + self.num_levels * a)}
+        return {WEIGHTS: nk / nk.sum(), PROBS: (stats["counts"] + a) / (nk[:, None, None] + self.num_levels * a)}
 
     def log_prior(self) -> Tensor:
         """``a sum_kjl log p_kjl``: the Dirichlet(1 + a) log-density up to a constant."""

@@ -61,6 +61,7 @@ from vi_models.errors import ConfigError, DataError
 
 from .base import ASSIGNMENT, COMPONENT_PLATE, WEIGHTS, MixtureModel
 from .components import ComponentEmission, GaussianComponents
+from .statistics import gaussian_m_step, gaussian_statistics
 
 __all__ = [
     "ASSIGNMENT",
@@ -252,43 +253,31 @@ class GaussianMixture(MixtureModel):
 
     # -- EM
 
-    def m_step(self, x: Tensor, resp: Tensor, *, reg_covar: float = 0.0) -> dict[str, Tensor]:
+    def sufficient_statistics(self, x: Tensor, resp: Tensor, *, shift: Tensor | None = None) -> dict[str, Tensor]:
+        """``N_k``, ``sum_i r_ik (x_i - c)`` and the second moments around ``c = shift`` of a chunk.
+
+        The sums of :mod:`vi_models.mixtures.statistics` (Bishop eqs. 9.24-9.25), additive over
+        disjoint chunks; ``x`` ``(n, d)``, ``resp`` ``(n, K)``, ``shift`` ``(d,)`` (default the origin).
+        """
+        c = torch.zeros(x.shape[-1], dtype=x.dtype, device=x.device) if shift is None else shift
+        return gaussian_statistics(x, resp, self.covariance, c)
+
+    def m_step_from_statistics(self, stats: dict[str, Tensor], *, shift: Tensor | None = None,
+                               reg_covar: float = 0.0) -> dict[str, Tensor]:
         """Closed-form maximiser of ``E_Q[log p(x, z | theta)]`` (THEORY T11; Bishop eqs. 9.24-9.26).
 
         ``N_k = sum_i r_ik``, ``mu_k = sum_i r_ik x_i / N_k``,
         ``Sigma_k = sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T / N_k + reg_covar I``, ``pi_k = N_k / N``
         (scikit-learn's ``_estimate_gaussian_parameters``: ``N_k`` gets ``10 eps``; diag keeps the
-        diagonal, spherical its mean, tied pools the components).
-
-        Args:
-            x: data ``(N, d)``.
-            resp: responsibilities ``Q(z_i = k)`` ``(N, K)``, rows summing to 1.
-            reg_covar: added to the diagonal of every covariance.
+        diagonal, spherical its mean, tied pools the components), from the summed
+        :meth:`sufficient_statistics` taken around the same ``shift``.
 
         Returns:
             ``{"weights": (K,), "means": (K, d), "covariances": layout of :attr:`covariances`}``.
         """
-        nk = resp.sum(0) + 10 * torch.finfo(resp.dtype).eps  # (K,)
-        # Centre on the data mean: the uncentred second moments below then cancel little.
-        c = x.mean(0)
-        xc = x - c  # (N, d)
-        mc = (resp.T @ xc) / nk.unsqueeze(-1)  # (K, d)
-        if self.covariance == "full":
-            second = (resp.T.unsqueeze(-1) * xc).mT @ xc  # (K, d, d): sum_i r_ik xc_i xc_i^T
-            cov = second / nk[:, None, None] - mc.unsqueeze(-1) * mc.unsqueeze(-2)
-            cov = cov + reg_covar * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-        elif self.covariance == "tied":
-            # sum_i sum_k r_ik (x_i - mu_k)(x_i - mu_k)^T / sum_k N_k. scikit-learn uses X^T X here,
-            # which equals it when every row of resp sums to one (all EM iterations) but not at a
-            # hard initialisation, where it would pool the scatter of every observation.
-            mass = resp.sum(1, keepdim=True)  # (N, 1): sum_k r_ik
-            cov = ((xc * mass).T @ xc - (nk.unsqueeze(-1) * mc).T @ mc) / nk.sum()
-            cov = cov + reg_covar * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-        else:
-            cov = (resp.T @ xc.square()) / nk.unsqueeze(-1) - mc.square() + reg_covar  # (K, d)
-            if self.covariance == "spherical":
-                cov = cov.mean(-1)
-        return {WEIGHTS: nk / nk.sum(), MEANS: mc + c, "covariances": cov}
+        like = stats["sum_x"]
+        c = torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device) if shift is None else shift
+        return gaussian_m_step(stats, self.covariance, c, reg_covar)
 
     def set_params(self, *, weights: Any = None, means: Any = None, covariances: Any = None,
                    precisions: Any = None, scale_tril: Any = None, variances: Any = None) -> None:

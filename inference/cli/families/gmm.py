@@ -6,13 +6,24 @@ guide over the globals and the assignments summed out by ``TraceEnum_ELBO``; the
 reported afterwards is the mixture at the posterior median. ``--average M`` runs EM from M
 initialisations (seeds ``seed, ..., seed + M - 1``) and keeps their equal-weight average, a
 mixture of M K components (:func:`inference.fit_em_average`), instead of the best run.
+
+``--chunk-size N`` streams EM's E-step over the training rows N at a time. A ``.npy`` file is
+then memory-mapped (``np.load(path, mmap_mode="r")``) and EM reads its training rows from disk
+chunk by chunk: the rows the data loader's split keeps for training, i.e. all but
+``sklearn.model_selection.train_test_split(np.arange(N), test_size=0.2, random_state=0)``'s test
+rows (computed from the row count alone), read in file order, validation rows included as EM
+always uses them. ``evaluate`` scores the same test rows, ``N`` at a time. Other sources (the
+bundled datasets, ``.npz``, ``.csv``, IDX) are in memory already and are chunked as they are.
+Under ``torchrun`` each process reads only its shard of those rows.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pyro import poutine
 from pyro.infer.autoguide import AutoNormal
@@ -20,6 +31,7 @@ from pyro.infer.autoguide import AutoNormal
 from inference.diagnostics.plots import plot_mixture_ellipses
 from inference.em.average import fit_em_average
 from inference.em.loop import fit_em
+from inference.em.sources import as_source
 from inference.engine.fit import fit
 from vi_models.errors import ConfigError
 
@@ -49,11 +61,14 @@ class GMMFamily(Family):
         group.add_argument("--tol", type=float, default=1e-3, help="EM tolerance on the lower bound")
         group.add_argument("--reg-covar", type=float, default=1e-6, help="added to covariance diagonals")
         group.add_argument("--init", default="k-means++", choices=["k-means++", "kmeans", "random_from_data", "random"])
+        group.add_argument("--chunk-size", type=int, default=None, metavar="N",
+                           help="EM on file data streamed in chunks of N rows (a .npy file is memory-mapped, "
+                                "never loaded whole by the fit); default: all rows at once")
 
     def config_from_args(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"n_components": args.n_components, "covariance": args.covariance, "method": args.method,
                 "n_init": args.n_init, "max_iter": args.max_iter, "tol": args.tol, "reg_covar": args.reg_covar,
-                "init": args.init, "average": _check_average(args)}
+                "init": args.init, "average": _check_average(args), "chunk_size": _check_chunk_size(args)}
 
     def build(self, config: dict[str, Any], bundle: Any, device: torch.device) -> tuple[Any, Any]:
         from vi_models import GaussianMixture
@@ -77,34 +92,42 @@ class GMMFamily(Family):
 
     def train(self, model: Any, guide: Any, bundle: Any, config: dict[str, Any], *, run: Any,
               fit_options: dict[str, Any]) -> dict[str, list[float]]:
-        x = bundle.train.reshape(bundle.train.shape[0], -1).to(torch.float64)
         if guide is None:
-            # EM has no training curve to watch: the validation rows are training data too.
-            if fit_options.get("validation_data") is not None:
-                val = fit_options["validation_data"]
-                x = torch.cat([x, val.reshape(val.shape[0], -1).to(x)])
-            options = {"init": config.get("init", "k-means++"), "max_iter": config.get("max_iter", 200),
-                       "tol": config.get("tol", 1e-3), "reg_covar": config.get("reg_covar", 1e-6),
-                       "device": fit_options["device"]}
-            if int(config.get("average", 1)) > 1:
-                from vi_models import GaussianMixture
-
-                member = GaussianMixture(config["n_components"], x.shape[1], covariance=config["covariance"],
-                                         device=x.device, dtype=torch.float64)
-                avg = fit_em_average(member, x, int(config["average"]), seed=fit_options["seed"], **options)
-                with torch.no_grad():
-                    model.set_params(weights=avg.weights, means=avg.means, covariances=avg.covariances)
-                    history = {"loss": [-float(model.log_prob(x).mean())], "converged": [float(avg.converged_)]}
-            else:
-                result = fit_em(model, x, n_init=config.get("n_init", 1), seed=fit_options["seed"],
-                                progress=fit_options["progress"], **options)
-                history = {"loss": [-v for v in result.lower_bounds_], "converged": [float(result.converged_)]}
+            history = self._train_em(model, bundle, config, fit_options)
             save_fitted(run, model, history=history)
             return history
+        x = bundle.train.reshape(bundle.train.shape[0], -1).to(torch.float64)
         options = {k: v for k, v in fit_options.items() if k not in ("validation_data", "early_stopping")}
         result = fit(model, guide, x, loss="enum", checkpoint_dir=run.path, **options)
         model.use_point_estimate(guide, x[:2])
         return result.history
+
+    def _train_em(self, model: Any, bundle: Any, config: dict[str, Any], fit_options: dict[str, Any]) -> dict[str, list[float]]:
+        chunk_size = config.get("chunk_size")
+        data = streamed_training_rows(bundle) if chunk_size is not None else None
+        if data is None:
+            data = bundle.train.reshape(bundle.train.shape[0], -1).to(torch.float64)
+            # EM has no training curve to watch: the validation rows are training data too.
+            if fit_options.get("validation_data") is not None:
+                val = fit_options["validation_data"]
+                data = torch.cat([data, val.reshape(val.shape[0], -1).to(data)])
+        options = {"init": config.get("init", "k-means++"), "max_iter": config.get("max_iter", 200),
+                   "tol": config.get("tol", 1e-3), "reg_covar": config.get("reg_covar", 1e-6),
+                   "device": fit_options["device"], "chunk_size": chunk_size}
+        if int(config.get("average", 1)) > 1:
+            from vi_models import GaussianMixture
+
+            member = GaussianMixture(config["n_components"], model.n_features, covariance=config["covariance"],
+                                     device=fit_options["device"], dtype=torch.float64)
+            avg = fit_em_average(member, data, int(config["average"]), seed=fit_options["seed"], **options)
+            with torch.no_grad():
+                model.set_params(weights=avg.weights, means=avg.means, covariances=avg.covariances)
+                source = as_source(data, model, chunk_size=chunk_size, dtype=torch.float64, device=fit_options["device"])
+                loss = -sum(float(model.log_prob(x).sum()) for _, x in source.chunks()) / source.n_rows
+            return {"loss": [loss], "converged": [float(avg.converged_)]}
+        result = fit_em(model, data, n_init=config.get("n_init", 1), seed=fit_options["seed"],
+                        progress=fit_options["progress"], **options)
+        return {"loss": [-v for v in result.lower_bounds_], "converged": [float(result.converged_)]}
 
     def load_state(self, model: Any, guide: Any, path: Any, device: torch.device) -> None:
         super().load_state(model, guide, path, device)
@@ -113,8 +136,10 @@ class GMMFamily(Family):
 
     def log_likelihood(self, model: Any, guide: Any, data: torch.Tensor, config: dict[str, Any],
                        *, num_samples: int) -> torch.Tensor:
-        with torch.no_grad():
-            return model.log_prob(data.reshape(data.shape[0], -1).to(torch.float64))
+        rows = data.reshape(data.shape[0], -1)
+        size = config.get("chunk_size") or max(rows.shape[0], 1)
+        with torch.no_grad():  # chunk by chunk: the (K, chunk) table of log-densities at a time
+            return torch.cat([model.log_prob(part.to(torch.float64)) for part in rows.split(size)])
 
     def sample(self, model: Any, guide: Any, n: int, config: dict[str, Any], **options: Any) -> torch.Tensor:
         return model.sample(n).to(torch.get_default_dtype())
@@ -127,6 +152,48 @@ class GMMFamily(Family):
             figure = plot_mixture_ellipses(x, model.means, model.covariances, model.weights,
                                            covariance_type=model.covariance)
         return {"mixture_ellipses.png": figure}
+
+
+class TrainingRows:
+    """The rows ``rows`` (sorted) of a memory-mapped array, flattened to ``(len(rows), D)``, read on demand.
+
+    :func:`inference.fit_em` reads it as any lazily read array: ``[a:b]`` reads those rows from disk.
+    """
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray) -> None:
+        self.array, self.rows = array, rows
+        self.shape = (len(rows), int(np.prod(array.shape[1:], dtype=np.int64)))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        picked = self.rows[index]
+        return np.asarray(self.array[picked]).reshape(len(picked), self.shape[1])
+
+
+def streamed_training_rows(bundle: Any) -> TrainingRows | None:
+    """The training rows of a ``.npy`` bundle, memory-mapped (module docstring); None for other sources."""
+    from sklearn.model_selection import train_test_split
+
+    path = Path(str(getattr(bundle, "source", "")))
+    split = getattr(bundle, "split", {}) or {}
+    if path.suffix.lower() != ".npy" or not path.is_file() or "test_size" not in split:
+        return None
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    train_rows, _ = train_test_split(np.arange(len(array)), test_size=split["test_size"],
+                                     random_state=split["random_state"])
+    return TrainingRows(array, np.sort(train_rows))
+
+
+def _check_chunk_size(args: argparse.Namespace) -> int | None:
+    if args.chunk_size is None:
+        return None
+    if args.chunk_size < 1:
+        raise ConfigError(f"expected --chunk-size >= 1 (rows per EM chunk), got {args.chunk_size}; e.g. --chunk-size 100000")
+    if args.method != "em":
+        raise ConfigError("--chunk-size applies to --method em (EM streams its E-step); drop it for --method svi")
+    return int(args.chunk_size)
 
 
 def _check_average(args: argparse.Namespace) -> int:
