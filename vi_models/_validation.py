@@ -34,7 +34,8 @@ def as_data_tensor(
         A tensor of shape ``(N, *event_shape)`` on ``device``.
 
     Raises:
-        DataError: the data is empty, non-numeric, has NaN/inf or too few dimensions.
+        DataError: the data is empty, non-numeric, has NaN/inf, values too large for ``dtype``
+            (1e300 in float32) or too few dimensions.
     """
     if isinstance(data, torch.Tensor):
         tensor = data.detach()
@@ -53,9 +54,14 @@ def as_data_tensor(
                 f"expected {name} with a numeric dtype, got dtype {array.dtype}; "
                 "convert it with np.asarray(data, dtype=float)"
             )
+        if array.dtype.kind in "fc" and array.dtype.itemsize > (8 if array.dtype.kind == "f" else 16):
+            array = array.astype(np.float64 if array.dtype.kind == "f" else np.complex128)  # long double: not in torch
         tensor = torch.from_numpy(np.array(array, copy=True))
     if tensor.is_complex():
-        raise DataError(f"expected real-valued {name}, got complex dtype {tensor.dtype}")
+        raise DataError(
+            f"expected {name} to be real-valued, got complex dtype {tensor.dtype}; "
+            "pass its real part or its modulus"
+        )
     if tensor.dim() < min_dim:
         raise DataError(
             f"expected {name} with at least {min_dim} dimension(s) (observations first), "
@@ -63,24 +69,36 @@ def as_data_tensor(
         )
     if tensor.numel() == 0 or tensor.shape[0] == 0:
         raise DataError(
-            f"expected a non-empty {name}, got shape {tuple(tensor.shape)}; "
+            f"expected {name} to be non-empty, got shape {tuple(tensor.shape)}; "
             "check the file or the filtering that produced it"
         )
+    if tensor.is_floating_point():
+        _check_finite(tensor, name, "NaN/inf entries", "drop or impute those rows first")
     integer = not (tensor.is_floating_point() or tensor.dtype == torch.bool)
     if tensor.dtype == torch.bool or not (integer and allow_integer):
-        tensor = tensor.to(dtype or torch.get_default_dtype())
-    if tensor.is_floating_point():
-        bad = ~torch.isfinite(tensor)
-        if bool(bad.any()):
-            rows = torch.nonzero(bad.reshape(tensor.shape[0], -1).any(-1)).flatten()
-            shown = ", ".join(str(int(r)) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
-            raise DataError(
-                f"expected finite values in {name}, got {int(bad.sum())} NaN/inf entries "
-                f"in {len(rows)} row(s) (rows {shown}); drop or impute those rows first"
+        target = dtype or torch.get_default_dtype()
+        if tensor.dtype != target:
+            tensor = tensor.to(target)
+            # finite before the cast, so an inf now is an overflow (1e300 in float32)
+            _check_finite(
+                tensor, name, f"entries beyond the range of {target} (|x| > {torch.finfo(target).max:.3g})",
+                "rescale the data (e.g. standardise each column) or work in torch.float64",
             )
     if device is not None:
         tensor = tensor.to(device)
     return tensor
+
+
+def _check_finite(tensor: Tensor, name: str, what: str, fix: str) -> None:
+    """Raise :class:`DataError` naming the rows of the floating ``tensor`` that hold NaN or inf."""
+    bad = ~torch.isfinite(tensor)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad.reshape(tensor.shape[0], -1).any(-1)).flatten()
+        shown = ", ".join(str(int(r)) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+        raise DataError(
+            f"expected finite values in {name}, got {int(bad.sum())} {what} "
+            f"in {len(rows)} row(s) (rows {shown}); {fix}"
+        )
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:

@@ -56,7 +56,8 @@ def _family_options(family: Any, allowed_attr: str, given: dict[str, Any]) -> di
             flag = "--" + key.replace("_", "-")
             raise ConfigError(
                 f"{flag} is not an option of the {family.name} family"
-                + (f"; it applies to {', '.join(owners)}" if owners else "") + f"; drop {flag}"
+                + (f"; it applies to {', '.join(owners)}" if owners else "")
+                + f"; drop {flag} (expected only options of {family.name})"
             )
     return options
 
@@ -70,16 +71,26 @@ def _run_model_name(run_dir: str) -> str:
 
 def _open_run(run_dir: str, device: Any) -> tuple[Any, Any, Any, Any, Any, dict[str, Any]]:
     from vi_models._validation import resolve_device
+    from vi_models.errors import RunDirectoryError, VIModelsError
 
     from .families import get_family
-    from .runs import RunDir
+    from .runs import CONFIG, RunDir
 
     run = RunDir.open(run_dir)
     config = run.config()
     family = get_family(config["model"])
     dev = resolve_device(device or config.get("device", "cpu"))
     bundle = _load_bundle(config["data"], dev, config.get("data_options"))
-    model, guide = family.build(dict(config["model_config"]), bundle, dev)
+    try:
+        model, guide = family.build(dict(config["model_config"]), bundle, dev)
+    except VIModelsError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a config.json edited by hand
+        raise RunDirectoryError(
+            f"expected the model_config in the {CONFIG} of {run_dir!r} to be one that `vi-models fit "
+            f"{family.name}` wrote, got one it cannot build ({type(exc).__name__}: {exc}); restore the file "
+            "or fit the run again"
+        ) from None
     family.load_state(model, guide, run.checkpoint_path, dev)
     for module in (model, guide):
         if hasattr(module, "eval"):

@@ -8,6 +8,11 @@ alone creates and writes the run directory (config, checkpoints, history, figure
 other ranks read its decisions. Everything a user can get wrong (a family that cannot be
 distributed, more ranks than training rows, a CUDA device on a machine without one, a resume
 with another number of ranks) is refused on every rank before anything is written.
+
+A fit that fails later (a non-finite loss, a degenerate mixture) removes what it wrote, so
+``--out`` is left as it was (:func:`~.runs.discard_failed_run`); a run given with ``--resume``
+stays resumable from its last complete checkpoint. Until its last file is written a run is
+marked unfinished, so an interrupted fit is never taken for a finished one (:mod:`.runs`).
 """
 
 from __future__ import annotations
@@ -73,6 +78,12 @@ def _check_parallel(family: Any, world: int, num_train: int, out: str, resume: b
             )
 
 
+def _removal_noted(exc: Exception, out: str) -> Exception:
+    """``exc`` again, its first line (the one `vi-models` prints) saying that the run is gone."""
+    first, newline, rest = str(exc).partition("\n")
+    return type(exc)(f"{first}; what this fit wrote in {out!r} was removed{newline}{rest}")
+
+
 def _create_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     """Rank 0 creates the run directory; every rank gets a :class:`RunDir` (writable on rank 0 only)
     or the same error, so that no rank waits for one that failed."""
@@ -96,10 +107,11 @@ def _create_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
 def cmd_fit(args: argparse.Namespace) -> int:
     import torch
 
-    from inference.diagnostics.plots import plot_history, plot_samples
     from inference.engine import distributed
+    from vi_models.errors import VIModelsError
 
     from .families import get_family
+    from .runs import discard_failed_run, run_dir_state
 
     family = get_family(args.model)
     world = distributed.requested_world_size()
@@ -129,7 +141,29 @@ def cmd_fit(args: argparse.Namespace) -> int:
         distributed.init(device)  # after every check: each rank refuses the same input on its own
     config["fit"].update(validation_fraction=args.validation_fraction, early_stopping=args.early_stopping,
                          world_size=world)
+    before = run_dir_state(args.out) if distributed.is_main_process() else None
     run = _create_run(args, config)
+    try:
+        return _train_and_write(args, family, bundle, train_bundle, validation, model, guide, model_config,
+                                config, run, device, world)
+    except Exception as exc:
+        if before is None or (args.resume and before.held_run):
+            raise  # another rank, or a resumed run: it stays resumable from its last checkpoint
+        discard_failed_run(args.out, before)
+        if isinstance(exc, VIModelsError):
+            raise _removal_noted(exc, args.out) from exc
+        raise
+
+
+def _train_and_write(args: argparse.Namespace, family: Any, bundle: Any, train_bundle: Any, validation: Any,
+                     model: Any, guide: Any, model_config: dict[str, Any], config: dict[str, Any], run: Any,
+                     device: Any, world: int) -> int:
+    """Train the pair and write the run's files; the run is marked finished last."""
+    import torch
+
+    from inference.diagnostics.plots import plot_history, plot_samples
+    from inference.engine import distributed
+
     started = time.perf_counter()
     history = family.train(
         model,
@@ -151,7 +185,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     if not distributed.is_main_process():
         return 0  # rank 0 writes the results; the model is the same on every rank
-    run.write_json("config.json", {"format": run.config()["format"], **config, "model_config": model_config})
     run.write_json("history.json", {**history, "fit_seconds": time.perf_counter() - started})
     if history.get("loss"):
         run.save_figure("loss.png", plot_history(history, title=f"{family.name} on {bundle.name}"))
@@ -161,6 +194,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                                                 if bundle.image_shape is None else None))
     for name, figure in family.figures(model, guide, bundle, model_config).items():
         run.save_figure(name, figure)
+    run.mark_finished({**config, "model_config": model_config})
     unit = family.loss_unit(model_config) if hasattr(family, "loss_unit") else "nats/observation"
     summary = (f"final training loss {history['loss'][-1]:.4f} {unit}" if history.get("loss")
                else "fitted in closed form")

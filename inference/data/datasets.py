@@ -401,6 +401,9 @@ def _load_file(
                 f"{array.shape}{hint if is_idx else ''}; reshape it with x.reshape(-1, 1) for scalar observations "
                 "or x.reshape(1, -1) for a single observation"
             )
+        if 0 in array.shape[1:]:
+            raise DataError(f"expected {label} in {path.name} with at least one value per row, got shape "
+                            f"{array.shape}; drop the empty dimension or fix the export")
     split: dict[str, Any] = {"test_size": test_size, "random_state": random_state}
     if "train" in arrays:
         train_np, test_np, split = arrays["train"], arrays["test"], {"from_file": "train/test arrays"}

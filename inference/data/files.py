@@ -8,6 +8,7 @@ import math
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,11 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raw = Path(path).read_bytes()
         if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
             raw = gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"could not read the IDX file {str(path)!r} ({exc}); check that it is complete") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"could not read the IDX file {str(path)!r}: expected a readable (optionally gzipped) file, got "
+            f"{type(exc).__name__}: {exc}; check that it is complete (download or copy it again)"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise DataError(
             f"expected an IDX file starting with the magic bytes 0x00 0x00 <type> <ndim>, type one of "
@@ -62,23 +66,52 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
+
+
+def _magic(path: Path, size: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError as exc:
+        raise DataError(
+            f"could not read {path.name}: expected a readable file, got {type(exc).__name__}: {exc}"
+        ) from None
+
+
 def read_npy(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file (numeric; object arrays are refused, never unpickled)."""
+    start = _magic(path, len(_NPY_MAGIC))
+    if start != _NPY_MAGIC:
+        raise DataError(
+            f"could not read {path.name}: expected a .npy file, which starts with the bytes \\x93NUMPY, got "
+            f"{start[:8]!r}; save the array with np.save(path, array)"
+        )
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, MemoryError) as exc:
         raise DataError(
-            f"could not read {path.name} as a .npy array ({exc}); save it with np.save(path, array)"
+            f"could not read {path.name}: expected a complete .npy file of numbers, got {type(exc).__name__}: "
+            f"{exc}; save the array again with np.save(path, array) (numbers, not objects)"
         ) from None
 
 
 def read_npz(path: Path, key: str | None) -> dict[str, np.ndarray]:
     """{'data': array} or {'train': ..., 'test': ...} from an .npz archive."""
+    start = _magic(path, 4)
+    if start not in _ZIP_MAGICS:
+        raise DataError(
+            f"could not read {path.name}: expected an .npz archive (a zip file, starting with PK), got "
+            f"{start!r}; save the arrays with np.savez(path, x=array)"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(
-            f"could not read {path.name} as an .npz archive ({exc}); save it with np.savez(path, x=array)"
+            f"could not read {path.name}: expected a complete .npz archive of numeric arrays, got "
+            f"{type(exc).__name__}: {exc}; save the arrays again with np.savez(path, x=array)"
         ) from None
     if not arrays:
         raise DataError(f"expected at least one array in {path.name}, got an empty archive")
@@ -104,7 +137,10 @@ def read_csv(path: Path) -> np.ndarray:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"could not read {path.name} as a text CSV file ({exc})") from None
+        raise DataError(
+            f"could not read {path.name}: expected a UTF-8 text CSV file, got {type(exc).__name__}: {exc}; "
+            "export it as CSV (UTF-8) or save the array with np.save"
+        ) from None
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise DataError(f"expected rows of numbers in {path.name}, got an empty file")
