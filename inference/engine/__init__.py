@@ -2,6 +2,7 @@
 
 - :mod:`.fit`: :func:`fit` (SVI with checkpoints, resume, early stopping) and :class:`FitResult`;
   :mod:`.resume`: the loop state its checkpoints hold; :mod:`.full_size`: plates scaled to N;
+  :mod:`.data_parallel`: its step on the ranks ``torchrun`` starts; :mod:`.distributed`: the exchanges;
 - :mod:`.losses`: the named ELBOs (:func:`make_elbo`), KL annealing; :mod:`.diffusion_elbo`:
   :class:`DiffusionELBO` and :func:`fit_diffusion`; :mod:`.traced_loss`: the recorded loss;
 - :mod:`.batches`: minibatches on the data's device, :class:`GaussianNoise`;

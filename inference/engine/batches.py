@@ -1,4 +1,7 @@
-"""Minibatches for the engine: in-memory data stays whole on the device and is indexed there."""
+"""Minibatches for the engine: in-memory data stays whole on the device and is indexed there.
+
+Under ``torchrun`` each rank takes its shard of every global batch (:func:`epoch_shards`).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,21 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, TensorDataset
 
 from vi_models._validation import as_data_tensor
-from vi_models.errors import DataError
+from vi_models.errors import ConfigError, DataError
 
-__all__ = ["GaussianNoise", "LoaderBatches", "TensorBatches", "as_tensors", "make_batches", "model_dtype"]
+__all__ = [
+    "GaussianNoise",
+    "LoaderBatches",
+    "ShardedLoaderBatches",
+    "TensorBatches",
+    "as_tensors",
+    "epoch_shards",
+    "make_batches",
+    "model_dtype",
+]
 
 
 def model_dtype(*modules: Any) -> torch.dtype:
@@ -105,8 +117,6 @@ class GaussianNoise:
     """
 
     def __init__(self, std: float | torch.Tensor) -> None:
-        from vi_models.errors import ConfigError
-
         value = torch.as_tensor(std, dtype=torch.float64)
         if value.numel() == 0 or not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
             raise ConfigError(
@@ -125,8 +135,38 @@ class GaussianNoise:
         return f"GaussianNoise({self.std!r})"
 
 
+def epoch_shards(order: torch.Tensor, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[torch.Tensor]:
+    """This rank's indices of each step of an epoch whose (shuffled) order is ``order``.
+
+    ``order`` is cut into global batches of ``g = world * batch_size`` consecutive positions
+    (clipped to the data size); rank ``r`` takes the ``r``-th of ``world`` nearly equal parts of
+    each (:func:`torch.tensor_split`, larger parts first), so every example of the epoch is seen
+    once, by one rank, and the last, partial global batch is split with sizes that differ by at
+    most one (a part may be empty). In one process this is ``order`` cut into batches.
+
+    Examples
+    --------
+    >>> [s.tolist() for s in epoch_shards(torch.arange(7), 2, rank=1, world=2)]
+    [[2, 3], [6]]
+    """
+    n = order.shape[0]
+    step = min(world * batch_size, n)
+    for start in range(0, n, step):
+        chunk = order[start : start + step]
+        yield chunk if world == 1 else torch.tensor_split(chunk, world)[rank]
+
+
+def _steps(n: int, batch_size: int, world: int) -> int:
+    return math.ceil(n / min(world * batch_size, n))
+
+
 class TensorBatches:
-    """Shuffled minibatches of in-memory tensors, indexed directly on their device."""
+    """Shuffled minibatches of in-memory tensors, indexed directly on their device.
+
+    Under ``world > 1`` ranks, ``batch_size`` is per rank and each step yields this rank's shard
+    of the global batch (:func:`epoch_shards`), or ``None`` when that shard is empty; every rank
+    draws the same order from ``generator`` and takes the same number of steps.
+    """
 
     def __init__(
         self,
@@ -134,24 +174,27 @@ class TensorBatches:
         batch_size: int,
         generator: torch.Generator | None,
         shuffle: bool = True,
+        *,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.tensors = tensors
         self.n = tensors[0].shape[0]
         self.batch_size = min(batch_size, self.n)
         self.generator = generator
         self.shuffle = shuffle
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        return _steps(self.n, self.batch_size, self.world)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | None]:
         if self.shuffle:
             order = torch.randperm(self.n, generator=self.generator).to(self.tensors[0].device)
         else:
             order = torch.arange(self.n, device=self.tensors[0].device)
-        for start in range(0, self.n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield tuple(t[idx] for t in self.tensors)
+        for idx in epoch_shards(order, self.batch_size, self.rank, self.world):
+            yield tuple(t[idx] for t in self.tensors) if idx.numel() else None
 
 
 class LoaderBatches:
@@ -165,13 +208,69 @@ class LoaderBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | None]:
         for batch in self.loader:
-            parts = batch if isinstance(batch, (tuple, list)) else (batch,)
-            yield tuple(
-                p.to(self.device, self.dtype) if p.is_floating_point() else p.to(self.device)
-                for p in parts
-            )
+            yield self._to_device(batch)
+
+    def _to_device(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        parts = batch if isinstance(batch, (tuple, list)) else (batch,)
+        return tuple(p.to(self.device, self.dtype) if p.is_floating_point() else p.to(self.device) for p in parts)
+
+
+class _FixedBatchSampler(Sampler[list[int]]):
+    """The index lists of one epoch, set before the loader is iterated."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class ShardedLoaderBatches(LoaderBatches):
+    """A Dataset's batches on ``world > 1`` ranks: this rank's shard of each global batch.
+
+    The order is drawn from ``generator`` (the same on every rank) and cut by
+    :func:`epoch_shards`; the dataset is read through a DataLoader with the given ``collate_fn``,
+    ``num_workers`` and ``pin_memory``, and a step whose shard is empty yields ``None``.
+    """
+
+    def __init__(self, dataset: Dataset, n: int, *, batch_size: int, shuffle: bool, generator: torch.Generator,
+                 rank: int, world: int, device: torch.device, dtype: torch.dtype, **loader_kwargs: Any) -> None:
+        self.sampler = _FixedBatchSampler()
+        super().__init__(DataLoader(dataset, batch_sampler=self.sampler, **loader_kwargs), device, dtype)
+        self.n, self.batch_size, self.shuffle, self.generator = n, min(batch_size, n), shuffle, generator
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return _steps(self.n, self.batch_size, self.world)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | None]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        shards = [idx.tolist() for idx in epoch_shards(order, self.batch_size, self.rank, self.world)]
+        self.sampler.batches = [s for s in shards if s]
+        loaded = iter(self.loader)
+        for shard in shards:
+            yield self._to_device(next(loaded)) if shard else None
+
+
+def _sharded_loader(data: Any, n: int, *, name: str, batch_size: int, shuffle: bool, **kwargs: Any) -> ShardedLoaderBatches:
+    """A Dataset or a plain DataLoader re-read by :class:`ShardedLoaderBatches` (``world > 1``)."""
+    if not isinstance(data, DataLoader):
+        return ShardedLoaderBatches(data, n, batch_size=batch_size, shuffle=shuffle, **kwargs)
+    if data.batch_size is None or not isinstance(data.sampler, (RandomSampler, SequentialSampler)):
+        raise ConfigError(
+            f"expected {name} as a DataLoader with batch_size and shuffle=True/False under torchrun (fit shards "
+            f"it across ranks), got one with sampler {type(data.sampler).__name__} and batch_sampler "
+            f"{type(data.batch_sampler).__name__}; pass its Dataset and batch_size=... to fit instead"
+        )
+    return ShardedLoaderBatches(
+        data.dataset, n, batch_size=data.batch_size, shuffle=isinstance(data.sampler, RandomSampler),
+        collate_fn=data.collate_fn, num_workers=data.num_workers, pin_memory=data.pin_memory, **kwargs,
+    )
 
 
 def make_batches(
@@ -183,18 +282,23 @@ def make_batches(
     dtype: torch.dtype,
     generator: torch.Generator,
     shuffle: bool,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[TensorBatches | LoaderBatches, int]:
+    """The batches of ``data`` and its size N; on ``world > 1`` ranks, this rank's shards (see :func:`epoch_shards`)."""
     tensors = as_tensors(data, name=name, device=device, dtype=dtype)
     if tensors is not None:
-        return TensorBatches(tensors, batch_size, generator, shuffle), tensors[0].shape[0]
-    if isinstance(data, DataLoader):
-        loader = data
-    else:
-        loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+        return TensorBatches(tensors, batch_size, generator, shuffle, rank=rank, world=world), tensors[0].shape[0]
+    dataset = data.dataset if isinstance(data, DataLoader) else data
     try:
-        n = len(loader.dataset)  # type: ignore[arg-type]
+        n = len(dataset)  # type: ignore[arg-type]
     except TypeError:
         n = 0
     if n == 0:
         raise DataError(f"expected a non-empty {name}, got a dataset of length 0")
+    if world > 1:
+        return _sharded_loader(data, n, name=name, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                               rank=rank, world=world, device=device, dtype=dtype), n
+    loader = data if isinstance(data, DataLoader) else DataLoader(
+        data, batch_size=batch_size, shuffle=shuffle, generator=generator)
     return LoaderBatches(loader, device, dtype), n

@@ -28,6 +28,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_modules",
+    "restore_modules",
     "fingerprint",
     "check_fingerprint",
     "atomic_write_bytes",
@@ -145,14 +146,21 @@ def load_modules(path: str | os.PathLike, model: Any, guide: Any, *, map_locatio
     Raises:
         CheckpointError: the checkpoint is unsafe, damaged, or written for other modules.
     """
-    from torch import nn
-
     state = load_checkpoint(path, map_location=map_location)
+    restore_modules(state, model, guide, path)
+    return state
+
+
+def restore_modules(state: dict[str, Any], model: Any, guide: Any, path: str | os.PathLike) -> None:
+    """Load the model and guide states of a loaded checkpoint ``state`` (read from ``path``).
+
+    Raises:
+        CheckpointError: the checkpoint was written for other modules.
+    """
     for label, module in (("model", model), ("guide", guide)):
         check_fingerprint(state["fingerprint"][label], module, label, Path(path))
         if isinstance(module, nn.Module):
             module.load_state_dict(state[label])
-    return state
 
 
 def capture_rng_state() -> dict[str, Any]:

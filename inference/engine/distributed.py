@@ -2,7 +2,8 @@
 
 ``torchrun --nproc_per_node=W script.py`` starts W processes and sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init` reads them and joins the
-process group (``gloo`` on CPU, ``nccl`` on GPUs), once. :func:`inference.fit`,
+process group (``gloo`` on CPU, ``nccl`` on GPUs), once, and leaves it when the script exits.
+:func:`inference.fit`,
 :func:`inference.fit_em` and :func:`inference.fit_diffusion` call it themselves, so a script
 launched by ``torchrun`` is data-parallel with no change. In one process (no ``torchrun``, or
 ``WORLD_SIZE=1``) every helper here is the identity and nothing is imported from
@@ -17,17 +18,28 @@ What is exchanged, and how (no home-made collective: every exchange is one of
 - figures (losses, counts, sufficient statistics): :func:`all_reduce_sum`;
 - decisions that must agree (a non-finite loss on any rank): :func:`any_rank`;
 - small Python objects (an error message, RNG states): :func:`all_gather_objects`, :func:`broadcast_object`.
+
+The rules of a data-parallel :func:`inference.fit`, in short (in full:
+:mod:`inference.engine.data_parallel`): ``batch_size`` is per rank; each rank takes a disjoint
+shard of every global batch of the epoch's common permutation; gradients are summed, weighted
+by ``b_r / g`` when the model takes ``full_size``, so that they equal the one-process gradient of
+the global batch; rank r's random streams are seeded with ``seed + r``; figures and decisions are
+reduced so every rank stops at the same epoch; rank 0 alone writes; a checkpoint of W ranks
+resumes on W ranks only.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from vi_models._validation import resolve_device
 from vi_models.errors import ConfigError
 
 __all__ = [
@@ -97,12 +109,9 @@ def rank_device(device: torch.device | str | None) -> torch.device:
     ConfigError
         A CUDA device on a machine without CUDA, or fewer GPUs than local ranks.
     """
-    dev = torch.device(device if device is not None else "cpu")
+    dev = resolve_device(device)  # an unknown spec, or CUDA on a machine without it: ConfigError
     if dev.type != "cuda":
         return dev
-    if not torch.cuda.is_available():
-        raise ConfigError(f"expected a CUDA device for device={str(device)!r}, but this machine has none "
-                          "(torch.cuda.is_available() is False); use device='cpu' or install a CUDA build of torch")
     if requested_world_size() > 1 and dev.index is None:
         index = local_rank()
         if index >= torch.cuda.device_count():
@@ -146,7 +155,25 @@ def init(device: torch.device | str | None = None, *, backend: str | None = None
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     torch.distributed.init_process_group(backend=backend)
+    atexit.register(_leave_process_group)
     return True
+
+
+#: Seconds the main thread lets go of the GIL at exit (see :func:`_leave_process_group`).
+_EXIT_GRACE_S = 0.1
+
+
+def _leave_process_group() -> None:
+    """At exit, while the interpreter is still alive: let gloo's worker threads finish, leave the group.
+
+    A gloo worker thread releases a finished collective's tensors after the caller has moved on,
+    and needs the GIL to do so; if the interpreter is already finalising, that thread is stopped
+    and the process aborts ("terminate called without an active exception", pytorch/pytorch
+    #190489; about one run in three of a short script here). Sleeping hands the GIL over.
+    """
+    if torch.distributed.is_initialized():
+        time.sleep(_EXIT_GRACE_S)
+        torch.distributed.destroy_process_group()
 
 
 def barrier() -> None:
@@ -192,11 +219,16 @@ def _buckets(tensors: Sequence[Tensor], bucket_mb: float) -> Iterable[list[Tenso
         yield bucket
 
 
-def all_reduce_gradients(params: Sequence[Tensor], *, bucket_mb: float = DEFAULT_BUCKET_MB) -> None:
+def all_reduce_gradients(params: Sequence[Tensor], *, bucket_mb: float = DEFAULT_BUCKET_MB,
+                         scale: float = 1.0, extra: Tensor | None = None) -> None:
     """Sum the gradients of ``params`` over ranks, in buckets: one ``all_reduce`` per bucket.
 
     A parameter without a gradient on this rank (``grad is None``: its batch was empty, or the
     parameter took no part) contributes zeros, so every rank issues the same collectives.
+    ``scale`` multiplies this rank's gradients before the sum (its shard's weight, see
+    :mod:`inference.engine.data_parallel`). ``extra``, a 1-D tensor of figures (a loss, a count),
+    is summed in place in the same collective as the first bucket of its dtype and device (in
+    one of its own if there is none): a step's figures cost no collective of their own.
     """
     if not is_distributed():
         return
@@ -204,12 +236,21 @@ def all_reduce_gradients(params: Sequence[Tensor], *, bucket_mb: float = DEFAULT
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     for bucket in _buckets([p.grad for p in params], bucket_mb):
-        flat = torch.cat([g.reshape(-1) for g in bucket])
+        carry = extra is not None and extra.dtype == bucket[0].dtype and extra.device == bucket[0].device
+        flat = torch.cat([g.reshape(-1) for g in bucket] + ([extra] if carry else []))
+        size = flat.numel() - (extra.numel() if carry else 0)
+        if scale != 1.0:
+            flat[:size].mul_(scale)
         torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
         offset = 0
         for g in bucket:
             g.copy_(flat[offset: offset + g.numel()].view_as(g))
             offset += g.numel()
+        if carry:
+            extra.copy_(flat[size:])
+            extra = None
+    if extra is not None:
+        all_reduce_sum(extra)
 
 
 def broadcast_tensors(tensors: Sequence[Tensor], *, src: int = 0, bucket_mb: float = DEFAULT_BUCKET_MB) -> None:

@@ -16,6 +16,10 @@ tensor ``(B, ...)`` or a tuple of tensors (``(X, y)`` for regression). A model o
 accepts a ``full_size`` keyword receives the size of the training set, so that it can scale
 its observation plate (``pyro.plate("data", size=full_size, subsample=...)``) and give
 unbiased minibatch gradients when it also has global latent variables.
+
+Under ``torchrun`` the same call is data-parallel with no change: each rank fits its shard of
+every global batch, gradients are summed over ranks before each step, figures and decisions
+are agreed, and rank 0 alone writes (the rules: :mod:`inference.engine.data_parallel`).
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import pyro
 import torch
 from pyro.infer import ELBO
 from torch import nn
 
-from vi_models._validation import check_positive_int, resolve_device
+from vi_models._validation import check_positive_int
 from vi_models.errors import ConfigError, ConvergenceWarning, NonFiniteLossError
 
+from . import distributed
 from ._params import (
     OptimizerSpec,
     checkpoint_due,
@@ -44,14 +48,14 @@ from ._params import (
     free_params,
     make_optimizer,
     nonfinite_params,
-    nonfinite_sites,
 )
 from ._traces import plate_depth
 from .batches import make_batches, model_dtype
-from .checkpoint import CHECKPOINT_NAME, fingerprint, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, capture_rng_state, fingerprint, save_checkpoint
 from .convergence import elbo_converged
+from .data_parallel import SVIStep, broadcast_state, checkpoint_found, join, validation_loss
 from .fit_result import FitResult
-from .full_size import accepts_full_size, bind_full_size, evaluate_loss, guide_accepts_full_size
+from .full_size import accepts_full_size, bind_full_size, guide_accepts_full_size
 from .losses import Beta, make_elbo, resolve_beta, wrap_beta
 from .resume import module_state, restore_training_state, training_state
 
@@ -114,7 +118,9 @@ def fit(
             latents are enumerated (``loss="enum"``) or that has none.
         data: training data ``(N, ...)``: a tensor, numpy array, tuple of them, a
             :class:`inference.data.DataBundle` (its ``train`` split), a torch ``Dataset`` or a
-            ``DataLoader``. In-memory data is moved to ``device`` whole and indexed there.
+            ``DataLoader``. In-memory data is moved to ``device`` whole and indexed there. Under
+            ``torchrun`` every rank passes the same data; a Dataset or a shuffling/sequential
+            DataLoader is re-read in this rank's shards (a DataLoader with another sampler is refused).
         loss: ``"elbo"``, ``"meanfield"`` (analytic KL), ``"enum"``, ``"iwae"`` or a Pyro
             :class:`~pyro.infer.ELBO` instance (see :mod:`inference.engine.losses`).
         num_particles: samples per step (K importance samples for ``"iwae"``).
@@ -123,7 +129,8 @@ def fit(
         max_plate_nesting: the model's plate depth, if Pyro should not guess it.
         epochs: total number of epochs; with ``resume=True`` training continues from the
             checkpoint's epoch up to this number (so N + M epochs equal N, then M resumed).
-        batch_size: observations per step (clipped to the data size).
+        batch_size: observations per step (clipped to the data size); under ``torchrun``, per
+            rank: a step takes a global batch of ``world_size * batch_size``.
         lr: learning rate for a named optimizer.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"``, a torch optimizer class, or
             a callable ``params -> Optimizer``.
@@ -132,21 +139,25 @@ def fit(
         clip_norm: clip the global gradient norm to this value.
         beta: weight of the latent sites' log-densities (the KL term of a VAE), a float or a
             schedule ``epoch -> float`` such as :func:`inference.linear_annealing`.
-        device: where the model, guide and data live.
+        device: where the model, guide and data live; ``"cuda"`` is ``cuda:LOCAL_RANK`` under ``torchrun``.
         seed: seeds Pyro/torch/numpy/random and the shuffling; a run with a seed is
-            reproducible bit for bit on CPU.
+            reproducible bit for bit on CPU. Under ``torchrun`` rank r's streams are seeded with
+            ``seed + r`` and the shuffling with ``seed`` on every rank (``None``: rank 0 draws it).
         validation_data: held-out data for a validation -ELBO per epoch (monitored by early
             stopping when given).
         early_stopping: stop after this many epochs without improvement of the monitored loss.
         restore_best: with early stopping, put back the parameters of the best epoch at the end.
         callbacks: callables ``cb(epoch, logs) -> bool | None`` (or objects with an
-            ``on_epoch_end(epoch, logs)`` method) run after every epoch; ``True`` stops training.
+            ``on_epoch_end(epoch, logs)`` method) run after every epoch; ``True`` stops training
+            (under ``torchrun`` they run on every rank with the same logs; ``True`` on any rank stops all).
             A callback with a ``set_model(model, guide)`` method receives the pair before
             training (e.g. :class:`inference.ElboTerms`).
         checkpoint_dir: directory for ``checkpoint.pt`` (written atomically every
-            ``checkpoint_every`` epochs and at the end).
-        resume: continue from the checkpoint in ``checkpoint_dir`` if one exists.
-        progress: show a tqdm progress bar with the running loss.
+            ``checkpoint_every`` epochs and at the end). Under ``torchrun`` give every rank the
+            same directory, seen by all: rank 0 alone writes it, every rank reads it at a resume.
+        resume: continue from the checkpoint in ``checkpoint_dir`` if one exists; a checkpoint
+            written by W ranks resumes on W ranks only (another number is a ``ConfigError``).
+        progress: show a tqdm progress bar with the running loss (on rank 0 only).
         batch_transform: applied to the first tensor of each training batch on the device (for
             instance fresh dequantisation noise).
         check_convergence: warn (:class:`ConvergenceWarning`) when the last
@@ -154,13 +165,21 @@ def fit(
         convergence_window: steps used by the convergence verdict.
 
     Returns:
-        A :class:`FitResult` with the history of per-epoch losses.
+        A :class:`FitResult` with the history of per-epoch losses (under ``torchrun``, the
+        figures of the whole global batches, the same on every rank but for ``"time"``).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the call joins the process group and is data-parallel:
+    each rank fits its shard of every global batch, gradients are summed over ranks before each
+    step (the one-process gradient of the global batch; a model with global latents should take
+    ``full_size``), and figures and decisions are agreed (rules: :mod:`inference.engine.data_parallel`).
 
     Raises:
-        ConfigError: an argument outside its allowed values.
+        ConfigError: an argument outside its allowed values; under ``torchrun`` also fewer
+            training examples than ranks, or a resume with another number of ranks.
         DataError: data that is empty, non-finite or of the wrong type.
         NonFiniteLossError: the loss or a parameter became NaN/inf; the error names the
-            epoch, the step and the sample sites whose log-density is non-finite. The last
+            epoch, the step and the sample sites whose log-density is non-finite (under
+            ``torchrun``, every rank raises it, naming the rank(s) that saw it). The last
             checkpoint written stays intact.
         CheckpointError: ``resume=True`` with a checkpoint that is unsafe or belongs to another model.
 
@@ -187,7 +206,8 @@ def fit(
         raise ConfigError(f"expected clip_norm > 0 or None, got {clip_norm!r}")
     if resume and checkpoint_dir is None:
         raise ConfigError("resume=True needs checkpoint_dir=... (the directory holding checkpoint.pt)")
-    dev = resolve_device(device)
+    ranks, shuffle_seed = join(device, seed)  # torchrun's process group, this rank's device and RNG streams
+    dev = ranks.device
     make_elbo(loss, num_particles=num_particles)  # validate the loss spec before touching data
     guide_fn = guide if guide is not None else _empty_guide
     modules = (model, guide)
@@ -196,19 +216,18 @@ def fit(
             module.to(dev)
     dtype = model_dtype(*modules)
 
-    if seed is not None:
-        pyro.set_rng_seed(seed)
     shuffle_gen = torch.Generator()
-    shuffle_gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-
+    shuffle_gen.manual_seed(shuffle_seed)
+    shards = {"rank": ranks.rank, "world": ranks.world}
     batches, num_train = make_batches(
-        data, name="data", batch_size=batch_size, device=dev, dtype=dtype, generator=shuffle_gen, shuffle=True
+        data, name="data", batch_size=batch_size, device=dev, dtype=dtype, generator=shuffle_gen, shuffle=True, **shards
     )
+    ranks.check_examples(num_train)
     val_batches = None
     if validation_data is not None:
         val_batches, _ = make_batches(
             validation_data, name="validation_data", batch_size=max(batch_size, 512), device=dev,
-            dtype=dtype, generator=torch.Generator(), shuffle=False,
+            dtype=dtype, generator=torch.Generator(), shuffle=False, **shards,
         )
 
     full = num_train if accepts_full_size(model) else None
@@ -231,6 +250,7 @@ def fit(
             "(PyroParam / nn.Parameter) or with pyro.param"
         )
     free = free_params(params, modules)
+    broadcast_state(params, modules)
     opt = make_optimizer(optimizer, params, lr)
     sched = scheduler(opt) if scheduler is not None else None
 
@@ -242,23 +262,28 @@ def fit(
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     fingerprints = {"model": fingerprint(model), "guide": fingerprint(guide)}
 
-    if resume and ckpt_path is not None and ckpt_path.exists():
+    if resume and ckpt_path is not None and checkpoint_found(ckpt_path, ranks):
         history, start_epoch, best, bad_epochs, best_states = restore_training_state(
             ckpt_path, model=model, guide=guide, free=free, optimizer=opt, scheduler=sched,
-            shuffle_rng=shuffle_gen, map_location=dev,
+            shuffle_rng=shuffle_gen, map_location=dev, rank=ranks.rank, world_size=ranks.world,
         )
+        broadcast_state(params, modules)
 
     def write_checkpoint(epoch: int) -> None:
         if ckpt_path is None:
             return
-        save_checkpoint(ckpt_path, training_state(
-            epoch, model=model, guide=guide, free=free, optimizer=opt, scheduler=sched, history=history,
-            best=best, bad_epochs=bad_epochs, best_states=best_states, shuffle_rng=shuffle_gen,
-            fingerprints=fingerprints, loss=loss,
-        ))
+        rng_states = distributed.all_gather_objects(capture_rng_state()) if ranks.parallel else None
+        if ranks.rank == 0:  # rank 0 alone writes
+            save_checkpoint(ckpt_path, training_state(
+                epoch, model=model, guide=guide, free=free, optimizer=opt, scheduler=sched, history=history,
+                best=best, bad_epochs=bad_epochs, best_states=best_states, shuffle_rng=shuffle_gen,
+                fingerprints=fingerprints, loss=loss, rng_states=rng_states,
+            ))
 
+    take_step = SVIStep(elbo, opt, params, ranks=ranks, full_size=full, clip_norm=clip_norm,
+                        batch_transform=batch_transform, checkpoint=ckpt_path)
     bar = None
-    if progress and epochs > start_epoch:
+    if progress and epochs > start_epoch and ranks.rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=(epochs - start_epoch) * len(batches), desc="fit", unit="step", leave=True)
@@ -277,37 +302,9 @@ def fit(
             step_guide = wrap_beta(train_guide, beta_now)
             total, count = 0.0, 0
             for step, batch in enumerate(batches):
-                if batch_transform is not None:
-                    batch = (batch_transform(batch[0]), *batch[1:])
-                cause: Exception | None = None
-                try:
-                    value = elbo.loss_and_grads(step_model, step_guide, *batch)
-                except ValueError as exc:  # distribution validation caught a NaN parameter first
-                    if "invalid values" not in str(exc):
-                        raise
-                    value, cause = float("nan"), exc
-                if not math.isfinite(value):
-                    with pyro.validation_enabled(False):
-                        sites = nonfinite_sites(step_model, step_guide, batch)
-                    raise NonFiniteLossError(
-                        f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; "
-                        f"non-finite log-densities at: {', '.join(sites) or 'none found on a fresh trace'}. "
-                        "Lower lr, set clip_norm=..., or check the data for extreme values"
-                        + (f"; the checkpoint of epoch {epoch} in {str(ckpt_path.parent)!r} is intact" if ckpt_path and ckpt_path.exists() else "")
-                    ) from cause
-                if clip_norm is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
-                    if not bool(torch.isfinite(norm)):
-                        raise NonFiniteLossError(
-                            f"the gradient norm became {float(norm)} at epoch {epoch + 1}, step {step + 1}; "
-                            "lower lr or check the model's parameterisation"
-                        )
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                n = batch[0].shape[0]
-                history["step_loss"].append(value / (full if full is not None else n))
-                # A full-size-scaled loss is (N / B) times the batch's sum: rescale to the batch.
-                total += value if full is None else value * n / full
+                step_loss, part, n = take_step(step_model, step_guide, batch, epoch, step)
+                history["step_loss"].append(step_loss)
+                total += part
                 count += n
                 if bar is not None:
                     bar.update(1)
@@ -327,7 +324,7 @@ def fit(
             history["lr"].append(float(opt.param_groups[0]["lr"]))
             monitored = epoch_loss
             if val_batches is not None:
-                val_loss = evaluate_loss(elbo, model, guide_fn, val_batches, full_size=full)
+                val_loss = validation_loss(elbo, model, guide_fn, val_batches, full_size=full, ranks=ranks)
                 history["val_loss"].append(val_loss)
                 monitored = val_loss
             history["time"].append(time.perf_counter() - start_time)
@@ -346,7 +343,8 @@ def fit(
             logs = {k: v[-1] for k, v in history.items() if v and k != "step_loss"}
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.4g}", **({"val": f"{history['val_loss'][-1]:.4g}"} if val_batches else {}))
-            stop = end_of_epoch(callbacks, epoch + 1, logs, stop=early_stopping is not None and bad_epochs >= early_stopping)
+            stop = distributed.any_rank(end_of_epoch(  # a callback's stop on any rank stops every rank
+                callbacks, epoch + 1, logs, stop=early_stopping is not None and bad_epochs >= early_stopping))
             if checkpoint_due(epoch + 1, checkpoint_every, epochs, stop):
                 write_checkpoint(epoch + 1)
             if stop:
@@ -355,6 +353,7 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+    distributed.barrier()  # no rank returns before rank 0's files are written
 
     epochs_run = len(history["loss"])
     if stopped_early and restore_best and best_states is not None:
@@ -362,7 +361,7 @@ def fit(
             if isinstance(module, nn.Module):
                 module.load_state_dict(sd)
     report = elbo_converged(history["step_loss"], window=convergence_window)
-    if check_convergence and not stopped_early and not report.converged and epochs_run > 0:
+    if check_convergence and not stopped_early and not report.converged and epochs_run > 0 and ranks.rank == 0:
         warnings.warn(
             f"SVI has not converged after {epochs_run} epochs: {report.reason}; train for more "
             "epochs, raise lr, or pass check_convergence=False to silence this",
@@ -381,6 +380,7 @@ def fit(
         "device": str(dev),
         "seed": seed,
         "early_stopping": early_stopping,
+        "world_size": ranks.world,
     }
     return FitResult(
         model=model,

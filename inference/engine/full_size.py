@@ -21,7 +21,7 @@ from pyro.infer import ELBO
 from pyro.infer.autoguide import AutoGuide
 from torch import nn
 
-__all__ = ["accepts_full_size", "bind_full_size", "evaluate_loss", "guide_accepts_full_size"]
+__all__ = ["accepts_full_size", "bind_full_size", "evaluate_loss", "guide_accepts_full_size", "loss_totals"]
 
 
 def accepts_full_size(fn: Any) -> bool:
@@ -50,17 +50,31 @@ def bind_full_size(fn: Callable | None, full_size: int | None) -> Callable | Non
     return bound
 
 
-def evaluate_loss(
+def loss_totals(
     elbo: ELBO, model: Callable, guide: Callable, batches: Iterable, *, full_size: int | None = None
-) -> float:
-    """Mean -ELBO per observation over ``batches`` (no gradients, beta = 1)."""
+) -> tuple[float, int]:
+    """Summed -ELBO (rescaled to the batches' own observations) and the number of observations.
+
+    ``None`` batches (an empty shard of a rank, see :func:`inference.engine.batches.epoch_shards`)
+    count nothing.
+    """
     eval_model = bind_full_size(model, full_size)
     eval_guide = bind_full_size(guide, full_size if guide_accepts_full_size(guide) else None)
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in batches:
+            if batch is None:
+                continue
             value = elbo.loss(eval_model, eval_guide, *batch)
             n = batch[0].shape[0]
             total += value * (n / full_size if full_size else 1.0)
             count += n
+    return total, count
+
+
+def evaluate_loss(
+    elbo: ELBO, model: Callable, guide: Callable, batches: Iterable, *, full_size: int | None = None
+) -> float:
+    """Mean -ELBO per observation over ``batches`` (no gradients, beta = 1)."""
+    total, count = loss_totals(elbo, model, guide, batches, full_size=full_size)
     return total / count

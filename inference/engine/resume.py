@@ -8,8 +8,13 @@ CPU with a seed):
 - the optimizer's and the LR scheduler's states;
 - the history, the epoch reached, the best monitored loss so far, the epochs without
   improvement and (with early stopping) the best epoch's weights;
-- the global RNG states and the shuffling generator's;
+- the global RNG states and the shuffling generator's; under ``torchrun`` the number of ranks
+  and every rank's RNG states (gathered by rank 0, which alone writes);
 - the fingerprints of the model and guide, checked before anything is loaded.
+
+A checkpoint written by W ranks resumes on W ranks only: another number of ranks would change
+the global batch (``W * batch_size``) and the ranks' random streams, so it is refused with a
+:class:`~vi_models.errors.ConfigError` that says how to restart.
 
 :func:`training_state` builds that dictionary (for :func:`~.checkpoint.save_checkpoint`);
 :func:`restore_training_state` loads it back into the modules and optimizer and returns the
@@ -25,7 +30,9 @@ import torch
 from pyro.infer import ELBO
 from torch import nn
 
-from .checkpoint import capture_rng_state, load_modules, restore_rng_state
+from vi_models.errors import ConfigError
+
+from .checkpoint import capture_rng_state, load_checkpoint, restore_modules, restore_rng_state
 
 __all__ = ["LoopProgress", "module_state", "restore_training_state", "training_state"]
 
@@ -60,8 +67,14 @@ def training_state(
     shuffle_rng: torch.Generator,
     fingerprints: dict[str, Any],
     loss: str | ELBO,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint of a loop that has completed ``epoch`` epochs (weights-only-loadable values)."""
+    """The checkpoint of a loop that has completed ``epoch`` epochs (weights-only-loadable values).
+
+    ``rng_states`` holds every rank's :func:`~.checkpoint.capture_rng_state`, in rank order
+    (default: this process's alone, a run on one process).
+    """
+    rng_states = rng_states if rng_states is not None else [capture_rng_state()]
     return {
         "epoch": epoch,
         "model": module_state(model),
@@ -75,7 +88,9 @@ def training_state(
         "bad_epochs": bad_epochs,
         "best_model": best_states[0] if best_states else None,
         "best_guide": best_states[1] if best_states else None,
-        "rng": capture_rng_state(),
+        "rng": rng_states[0],
+        "world_size": len(rng_states),
+        **({"rng_ranks": rng_states} if len(rng_states) > 1 else {}),
         "shuffle_rng": shuffle_rng.get_state(),
         "fingerprint": fingerprints,
         "config": {"loss": loss if isinstance(loss, str) else type(loss).__name__},
@@ -92,15 +107,29 @@ def restore_training_state(
     scheduler: Any,
     shuffle_rng: torch.Generator,
     map_location: Any,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> LoopProgress:
     """Load the checkpoint at ``path`` into the modules, free parameters, optimizer, scheduler and RNGs.
+
+    ``rank`` restores its own RNG states, of a checkpoint written by ``world_size`` ranks.
 
     Raises
     ------
     CheckpointError
         The checkpoint is unsafe, damaged, or belongs to another model or guide.
+    ConfigError
+        The checkpoint was written by another number of ranks than ``world_size``.
     """
-    state = load_modules(path, model, guide, map_location=map_location)
+    state = load_checkpoint(path, map_location=map_location)
+    saved = int(state.get("world_size", 1))
+    if saved != world_size:
+        raise ConfigError(
+            f"expected a checkpoint of a run on {world_size} rank(s), got one in {str(path)!r} written by {saved}: "
+            f"restart it with torchrun --nproc_per_node={saved} (another number changes the global batch and the "
+            "random streams), or start a fresh run without resume=True"
+        )
+    restore_modules(state, model, guide, path)
     for pname, value in state.get("free_params", {}).items():
         if pname in free:
             with torch.no_grad():
@@ -109,7 +138,7 @@ def restore_training_state(
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     best_states = (state["best_model"], state["best_guide"]) if state.get("best_model") is not None else None
-    restore_rng_state(state["rng"])
+    restore_rng_state(state["rng_ranks"][rank] if world_size > 1 else state["rng"])
     shuffle_rng.set_state(state["shuffle_rng"])
     return LoopProgress(
         history={k: list(v) for k, v in state["history"].items()},
