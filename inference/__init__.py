@@ -69,6 +69,7 @@ from .em import (  # noqa: E402
 from .engine import (  # noqa: E402
     LOSS_NAMES,
     DiffusionELBO,
+    RecordedELBO,
     ElboTerms,
     FitResult,
     GaussianNoise,
@@ -109,6 +110,7 @@ __all__ = [
     "bits_per_dim",
     "logmeanexp",
     "make_elbo",
+    "RecordedELBO",
     "to_inference_data",
     "inference_data_groups",
     "psis_khat",

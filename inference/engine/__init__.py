@@ -18,12 +18,14 @@ from .elbo_terms import ElboTerms, elbo_from_terms, elbo_terms
 from .fit import FitResult, fit
 from .likelihood import bits_per_dim, log_importance_weights, log_likelihood, logmeanexp
 from .losses import LOSS_NAMES, linear_annealing, make_elbo
+from .recorded import RecordedELBO
 
 __all__ = [
     "fit",
     "FitResult",
     "GaussianNoise",
     "make_elbo",
+    "RecordedELBO",
     "LOSS_NAMES",
     "linear_annealing",
     "DiffusionELBO",

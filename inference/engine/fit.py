@@ -57,6 +57,7 @@ from .data_parallel import SVIStep, broadcast_state, checkpoint_found, join, val
 from .fit_result import FitResult
 from .full_size import accepts_full_size, bind_full_size, guide_accepts_full_size
 from .losses import Beta, make_elbo, resolve_beta, wrap_beta
+from .recorded import record
 from .resume import module_state, restore_training_state, training_state
 
 __all__ = ["fit", "FitResult"]
@@ -108,6 +109,7 @@ def fit(
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     check_convergence: bool = True,
     convergence_window: int = 200,
+    jit: bool = False,
 ) -> FitResult:
     """Fit ``guide`` (and the parameters of ``model``) by stochastic variational inference.
 
@@ -163,6 +165,11 @@ def fit(
         check_convergence: warn (:class:`ConvergenceWarning`) when the last
             ``convergence_window`` step losses still decrease significantly.
         convergence_window: steps used by the convergence verdict.
+        jit: record the training loss once per batch shape and replay it
+            (:class:`inference.engine.recorded.RecordedELBO`, as Pyro's ``JitTrace_ELBO``):
+            the same loss and gradients without Python per step. Needs tensor batches and a
+            reparameterised or enumerated guide; a :class:`DiffusionELBO` records itself
+            (``DiffusionELBO(..., jit=True)``).
 
     Returns:
         A :class:`FitResult` with the history of per-epoch losses (under ``torchrun``, the
@@ -243,6 +250,8 @@ def fit(
         vectorize_particles=vectorize_particles,
         max_plate_nesting=max_plate_nesting,
     )
+    if jit:
+        elbo = record(elbo)
     params = collect_params(elbo, train_model, train_guide, first, modules)
     if not params:
         raise ConfigError(
@@ -380,6 +389,7 @@ def fit(
         "device": str(dev),
         "seed": seed,
         "early_stopping": early_stopping,
+        "jit": bool(jit),
         "world_size": ranks.world,
     }
     return FitResult(

@@ -21,7 +21,7 @@ class ExactDensityFamily(Family):
     estimator = "exact"
 
     def fit_exact(self, model: Any, x: torch.Tensor, *, run: Any, fit_options: dict[str, Any],
-                  weight_decay: float, batch_transform: Any = None) -> dict[str, list[float]]:
+                  weight_decay: float, batch_transform: Any = None, jit: bool = False) -> dict[str, list[float]]:
         """``inference.fit`` of ``log p(x)`` on flat rows ``x``: AdamW, cosine decay, gradient clipping."""
         lr, epochs = fit_options["lr"], fit_options["epochs"]
         options = dict(fit_options)
@@ -33,7 +33,7 @@ class ExactDensityFamily(Family):
             clip_norm=5.0,  # exp(s) of an affine coupling can overflow mid-run otherwise
             batch_transform=batch_transform,
             validation_data=None if validation is None else validation.reshape(validation.shape[0], -1),
-            checkpoint_dir=run.path, check_convergence=False, **options,
+            checkpoint_dir=run.path, check_convergence=False, jit=jit, **options,
         )
         return result.history
 

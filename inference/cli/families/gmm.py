@@ -64,9 +64,10 @@ class GMMFamily(Family):
         group.add_argument("--chunk-size", type=int, default=None, metavar="N",
                            help="EM on file data streamed in chunks of N rows (a .npy file is memory-mapped, "
                                 "never loaded whole by the fit); default: all rows at once")
+        group.add_argument("--jit", action="store_true", help="record the training loss once per batch shape as a TorchScript graph and replay it (fit(..., jit=True)): the same loss and gradients, less Python per step")
 
     def config_from_args(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {"n_components": args.n_components, "covariance": args.covariance, "method": args.method,
+        return {"jit": bool(getattr(args, "jit", False)), "n_components": args.n_components, "covariance": args.covariance, "method": args.method,
                 "n_init": args.n_init, "max_iter": args.max_iter, "tol": args.tol, "reg_covar": args.reg_covar,
                 "init": args.init, "average": _check_average(args), "chunk_size": _check_chunk_size(args)}
 
@@ -98,7 +99,7 @@ class GMMFamily(Family):
             return history
         x = bundle.train.reshape(bundle.train.shape[0], -1).to(torch.float64)
         options = {k: v for k, v in fit_options.items() if k not in ("validation_data", "early_stopping")}
-        result = fit(model, guide, x, loss="enum", checkpoint_dir=run.path, **options)
+        result = fit(model, guide, x, loss="enum", checkpoint_dir=run.path, jit=bool(config.get("jit")), **options)
         model.use_point_estimate(guide, x[:2])
         return result.history
 
