@@ -357,18 +357,12 @@ EM_CASES = {"array": MODERATE, "form": st.sampled_from(["array", "tensor", "list
             "features": st.sampled_from(["match", "other"])}
 
 
-@pytest.mark.xfail(strict=False, reason="robust EM (issue 15, part 1: float64 Cholesky with jitter retries and "
-                   "re-seeding) lands separately; until then a collapsed float32 component raises a DataError "
-                   "whose message lacks 'expected'")
 @fuzz(100)
 @given(**EM_CASES, dtype=st.sampled_from([None, torch.float64]))
 def test_fit_em_on_hostile_data(array, form, features, dtype):
     _fit_em_case(array, form, features, dtype)
 
 
-@pytest.mark.xfail(strict=False, reason="robust EM (issue 15, part 1: float64 Cholesky with jitter retries and "
-                   "re-seeding) lands separately; until then a collapsed float32 component raises a DataError "
-                   "whose message lacks 'expected'")
 def test_fit_em_float32_on_two_equal_rows_of_three():
     # found by the fuzzing: float32 variances of [11, 11] cancelled below reg_covar ("not positive definite")
     from sklearn.mixture import GaussianMixture
@@ -391,9 +385,6 @@ def test_fit_on_huge_finite_values_says_what_was_expected():
     outcome("fit", lambda: inference.fit(model, guide, HUGE, loss=loss, epochs=1, progress=False, seed=0))
 
 
-@pytest.mark.xfail(strict=False, reason="robust EM (issue 15, part 1: float64 Cholesky with jitter retries and "
-                   "re-seeding) lands separately; until then a collapsed float32 component raises a DataError "
-                   "whose message lacks 'expected'")
 def test_fit_em_on_huge_finite_values_says_what_was_expected():
     model = vi_models.GaussianMixture(2, 2)
     outcome("fit_em", lambda: inference.fit_em(model, HUGE, max_iter=5, progress=False, seed=0))

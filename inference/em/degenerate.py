@@ -14,10 +14,15 @@ exactly as an in-memory one:
 - **empty** components: ``N_k = sum_i r_ik`` below :data:`EMPTY_COMPONENT_MASS`;
 - **collapsed** components (the model's ``collapsed_components``): a variance held up by
   ``reg_covar`` alone, judged against the data's mean per-feature variance.
+
+During the fit, :func:`worst_rows` finds the observations that re-seed a component an M-step
+could not go on with (:mod:`vi_models.mixtures.degenerate`): the lowest ``log p(x_i)`` over every
+rank, the same on each.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -26,11 +31,13 @@ from torch import Tensor
 
 from inference.engine import distributed
 from vi_models.errors import DegenerateFitWarning
+from vi_models.mixtures.chunks import sub_chunks
 
-from .sources import RowSource
+from .sources import RowSource, model_device
 from .steps import e_step
 
-__all__ = ["EMPTY_COMPONENT_MASS", "ComponentSummary", "identical_component_groups", "summarise", "warn_degenerate"]
+__all__ = ["EMPTY_COMPONENT_MASS", "ComponentSummary", "identical_component_groups", "summarise", "warn_degenerate",
+           "worst_rows"]
 
 #: A component whose total responsibility is below this many observations counts as empty.
 EMPTY_COMPONENT_MASS = 1e-6
@@ -118,12 +125,40 @@ def identical_component_groups(log_resp: Tensor, atol: float = 1e-9) -> list[lis
 
 @torch.no_grad()
 def summarise(model: Any, source: RowSource, *, n_components: int, depth: int, shift: Tensor) -> ComponentSummary:
-    """The fitted model's :class:`ComponentSummary` over this rank's rows, reduced over the ranks."""
+    """The fitted model's :class:`ComponentSummary` over this rank's rows (sub-chunk by sub-chunk:
+    :mod:`vi_models.mixtures.chunks`), reduced over the ranks."""
     summary = ComponentSummary(n_components, source.n_rows, shift.double())
     for _, x in source.chunks():
-        summary.update(e_step(model, x, max_plate_nesting=depth)[1], x)
+        for rows in sub_chunks(x.shape[0], n_components):
+            summary.update(e_step(model, x[rows], max_plate_nesting=depth)[1], x[rows])
+        del x  # before the next chunk is read
     summary.reduce()
     return summary
+
+
+@torch.no_grad()
+def worst_rows(model: Any, source: RowSource, m: int, *, depth: int, n_components: int) -> tuple[list[int], Tensor]:
+    """The ``m`` observations of all ranks with the lowest ``log p(x_i)`` under the model: their rows
+    (ties to the lower row) and values ``(m, D)``, the same on every rank.
+
+    Each rank keeps its own ``m`` lowest ``(log p, row, x)`` over its shard; one gather of those
+    (``m (D + 2)`` numbers per rank) lets every rank pick the same ``m``.
+    """
+    values, rows, points = [], [], []
+    for offset, x in source.chunks():
+        for part in sub_chunks(x.shape[0], n_components):
+            log_norm = e_step(model, x[part], max_plate_nesting=depth)[0].double().nan_to_num(nan=-math.inf)
+            low = torch.topk(log_norm, min(m, log_norm.shape[0]), largest=False).indices
+            values += log_norm[low].tolist()
+            rows += (offset + part.start + low).tolist()
+            points.append(x[part][low].cpu())
+        del x
+    order = sorted(range(len(rows)), key=lambda i: (values[i], rows[i]))[:m]
+    mine = [(values[i], rows[i]) for i in order], torch.cat(points)[order]
+    candidates = distributed.all_gather_objects(mine) if distributed.is_distributed() else [mine]
+    chosen = sorted((v, r, rank, j) for rank, (pairs, _) in enumerate(candidates) for j, (v, r) in enumerate(pairs))[:m]
+    points = torch.stack([candidates[rank][1][j] for _, _, rank, j in chosen])
+    return [r for _, r, _, _ in chosen], points.to(model_device(model))
 
 
 def warn_degenerate(model: Any, summary: ComponentSummary, reg_covar: float) -> None:

@@ -41,8 +41,9 @@ from torch import Tensor, nn
 from inference.engine import distributed
 from inference.engine._traces import plate_depth
 from inference.engine.batches import model_dtype
-from vi_models._validation import check_positive_int, resolve_device
+from vi_models._validation import check_choice, check_positive_int, resolve_device
 from vi_models.errors import ConfigError, ConvergenceWarning, DataError
+from vi_models.mixtures.init import seed_rows
 
 from .degenerate import EMPTY_COMPONENT_MASS, summarise, warn_degenerate
 from .result import EMResult, assignment_probs
@@ -61,6 +62,8 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "EMPTY_COMPONENT_MASS", "INIT_SAMPLE_SIZE", "EM
 
 InitMethod = Literal["k-means++", "kmeans", "random_from_data", "random"]
 InitSpec = InitMethod | Mapping[str, Any]
+OnDegenerate = Literal["reseed", "keep", "raise"]
+ON_DEGENERATE = ("reseed", "keep", "raise")
 _COVARIANCE_KEYS = ("covariances", "precisions", "scale_tril", "variances")
 
 
@@ -89,6 +92,13 @@ def _initialize(model: Any, x: Tensor, init: InitSpec, rng: np.random.RandomStat
             raise ConfigError(f"init has parameters the model does not know ({exc}); expected names among "
                               f"{getattr(model, 'param_names', ())} (and covariances/precisions)") from None
         return
+    seeds = seed_rows(x, n_components, init, rng) if closed_form else None
+    if seeds is not None:
+        # one-hot responsibilities on K rows: the M-step of those rows alone, without an (N, K) table
+        eye = torch.eye(n_components, dtype=x.dtype if x.is_floating_point() else None, device=x.device)
+        with torch.no_grad():
+            model.set_params(**model.m_step(x[torch.as_tensor(seeds, device=x.device)], eye, reg_covar=reg_covar))
+        return
     resp = initial_responsibilities(x, n_components, init, rng)  # (N, K)
     if closed_form:
         with torch.no_grad():
@@ -111,6 +121,7 @@ def fit_em(
     max_iter: int = 100,
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
+    on_degenerate: OnDegenerate = "reseed",
     warm_start: bool = False,
     device: torch.device | str | None = "cpu",
     seed: int | None = None,
@@ -144,7 +155,22 @@ def fit_em(
         n_init: initialisations; the one with the highest final lower bound is kept.
         max_iter: EM iterations per initialisation (0: only initialise).
         tol: stop when the lower bound changes by less than ``tol`` (nats per observation).
-        reg_covar: added to the diagonal of every covariance in the closed-form M-step.
+        reg_covar: added to the diagonal of every covariance in the closed-form M-step, before it is
+            factorised in float64 (as scikit-learn); a covariance still not positive definite is
+            retried with a jitter of 1e-12, 1e-10, then 1e-8 times its mean variance
+            (``NumericalJitterWarning``, naming the component and the jitter).
+        on_degenerate: what an M-step does with a component that cannot go on: no jitter makes its
+            covariance positive definite, its parameters are not finite, or it collapsed onto a point
+            (mean variance at most 1e-12 of the data's; see :mod:`vi_models.mixtures.degenerate`).
+            ``"reseed"`` (default): move it to the observation worst explained by the current fit
+            (the lowest ``log p(x_i)`` over all rows and ranks) with the pooled covariance of the
+            other components and a weight of at least one observation, with a
+            ``DegenerateFitWarning``; ``"keep"``: keep its previous mean and covariance for that
+            iteration (a generalised-EM step), with the warning; ``"raise"``: a ``DataError``, as
+            scikit-learn's ``GaussianMixture``. A component held up by ``reg_covar`` alone is not
+            degenerate (scikit-learn keeps it too) and is named at the end. Only models with
+            ``degenerate_components`` (:class:`vi_models.GaussianMixture`) have such components; a
+            tied covariance, shared by all, cannot be re-seeded.
         warm_start: start from the model's current parameters (one run, ``init`` and
             ``n_init`` ignored).
         device: where to compute (``cuda`` is ``cuda:LOCAL_RANK`` under ``torchrun``).
@@ -173,13 +199,17 @@ def fit_em(
             on its globals (fit it with :func:`inference.fit`), a model with continuous latents, or
             streamed / distributed data for a model without sufficient statistics.
         DataError: non-finite or mis-shaped data (a chunk that is not 2-D, chunks of different
-            widths), no rows, fewer observations than components or than processes, or a
-            covariance that stops being positive definite (``reg_covar=0``).
+            widths), no rows, fewer observations than components or than processes, an initial
+            covariance that no jitter makes positive definite (``reg_covar=0``), or a degenerate
+            component with ``on_degenerate="raise"`` (or with no healthy one to re-seed it from).
 
     Warns:
         ConvergenceWarning: the best initialisation hit ``max_iter`` before ``tol``.
         DegenerateFitWarning: identical components, a component collapsed onto one point (its
-            variance held up by ``reg_covar`` alone), or an empty component; each is named.
+            variance held up by ``reg_covar`` alone), or an empty component; each is named. Also a
+            component re-seeded or kept (``on_degenerate``), named with the iteration and the rows.
+        NumericalJitterWarning: a covariance factorised with a jitter (a ``DegenerateFitWarning``;
+            ``vi_models.mixtures.NumericalJitterWarning``).
 
     Example:
         >>> from vi_models import GaussianMixture
@@ -197,6 +227,7 @@ def fit_em(
     gem_steps = check_positive_int(gem_steps, "gem_steps")
     chunk_size, init_sample_size = _optional_int(chunk_size, "chunk_size"), _optional_int(init_sample_size, "init_sample_size")
     tol = _check_float(tol, "tol")
+    on_degenerate = check_choice(on_degenerate, "on_degenerate", ON_DEGENERATE)
     gem_lr = _check_float(gem_lr, "gem_lr")
     if not isinstance(reg_covar, (int, float)) or isinstance(reg_covar, bool) or not reg_covar >= 0 or not math.isfinite(reg_covar):
         raise ConfigError(f"expected reg_covar >= 0, got {reg_covar!r}; 1e-6 is a safe floor on the variances")
@@ -242,7 +273,8 @@ def fit_em(
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if isinstance(model, nn.Module) else {}
     if by_statistics:
         em: Any = StatisticsEM(model, source, n_components=n_components, depth=depth, reg_covar=reg_covar,
-                               parallel=parallel, init_sample_size=init_sample_size, seed=seed)
+                               parallel=parallel, init_sample_size=init_sample_size, seed=seed,
+                               on_degenerate=on_degenerate, warm_start=warm_start)
     else:
         em = InMemoryEM(model, source.all_rows(), depth=depth, reg_covar=reg_covar, closed_form=closed_form,
                         gem=(gem_steps, gem_lr))
@@ -286,7 +318,7 @@ def fit_em(
                 best = {
                     "lower_bound": lower_bound, "bounds": bounds, "converged": converged, "n_iter": n_iter,
                     "run": run, "seconds": seconds, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if isinstance(model, nn.Module) else None,
+                    if isinstance(model, nn.Module) else None, "reseeds": list(getattr(em, "reseeds", [])),
                 }
     finally:
         if bar is not None:
@@ -319,12 +351,14 @@ def fit_em(
         time_per_iter=loop_time / max(total_iters, 1),
         config={
             "init": init if isinstance(init, str) else "given", "n_init": n_init, "max_iter": max_iter,
-            "tol": tol, "reg_covar": reg_covar, "warm_start": warm_start, "device": str(dev), "seed": seed,
+            "tol": tol, "reg_covar": reg_covar, "on_degenerate": on_degenerate, "warm_start": warm_start,
+            "device": str(dev), "seed": seed,
             "m_step": ("closed-form (sufficient statistics)" if by_statistics else "closed-form" if closed_form
                        else f"generalised ({gem_steps} Adam steps, lr {gem_lr})"),
             "chunk_size": chunk_size, "init_sample_size": init_sample_size, "n_rows": n, "world_size": world,
             "streamed": source.streamed,
         },
         iteration_seconds_=best["seconds"],
+        reseeds_=best["reseeds"],
         _depth=depth,
     )

@@ -24,6 +24,7 @@ from inference.engine.batches import model_dtype
 from inference.engine.likelihood import bits_per_dim
 from vi_models._validation import check_positive_int
 from vi_models.errors import ConfigError
+from vi_models.mixtures.chunks import sub_chunks
 
 from .sources import as_model_data, as_source, model_device
 from .steps import e_step, log_joint
@@ -50,6 +51,8 @@ class EMResult:
             statistics under ``torchrun``), over all initialisations.
         config: the JSON-able arguments of the call (with ``n_rows``, ``world_size``, ``streamed``).
         iteration_seconds_: wall-clock seconds of each iteration of the best initialisation.
+        reseeds_: ``(n_iter, component, row)`` of each component the best initialisation re-seeded
+            (``on_degenerate="reseed"``) at the observation in row ``row``.
     """
 
     model: Any
@@ -64,6 +67,7 @@ class EMResult:
     time_per_iter: float
     config: dict[str, Any] = field(default_factory=dict)
     iteration_seconds_: list[float] = field(default_factory=list)
+    reseeds_: list[tuple[int, int, int]] = field(default_factory=list)
     _depth: int = 1
 
     def _chunks(self, X: Any, chunk_size: int | None) -> Iterator[Tensor]:
@@ -99,7 +103,8 @@ class EMResult:
         """``(sum_i log p(x_i), N, D)``, one chunk in memory at a time."""
         total, n, d = 0.0, 0, 0
         for x in self._chunks(X, chunk_size):
-            total += float(e_step(self.model, x, max_plate_nesting=self._depth)[0].double().sum())
+            for rows in sub_chunks(x.shape[0], self.n_components):
+                total += float(e_step(self.model, x[rows], max_plate_nesting=self._depth)[0].double().sum())
             n, d = n + x.shape[0], x[0].numel()
         return total, n, d
 

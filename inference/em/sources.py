@@ -25,6 +25,7 @@ checked as it is converted: two dimensions, the model's width, finite values.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -37,11 +38,17 @@ from inference.engine.batches import model_dtype
 from inference.engine.distributed import shard_sizes
 from vi_models._validation import as_data_tensor
 from vi_models.errors import ConfigError, DataError
+from vi_models.mixtures.chunks import check_rows
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "RowSource", "as_model_data", "as_source", "is_streamed", "model_device"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "SAMPLE_BLOCK", "RowSource", "as_model_data", "as_source", "is_streamed",
+           "model_device", "sample_rows"]
 
 #: Rows per chunk of a memory-mapped array when ``chunk_size`` is not given.
 DEFAULT_CHUNK_SIZE = 100_000
+#: Rows per block of the initialisation sample's draw (:func:`sample_rows`).
+SAMPLE_BLOCK = 65_536
+#: ``label(a, b)``: how messages name the data's rows ``[a, b)`` of a piece.
+Label = Callable[[int, int], str]
 
 
 def model_device(model: Any) -> torch.device:
@@ -89,6 +96,23 @@ def is_streamed(data: Any) -> bool:
         isinstance(data, Iterable) and not isinstance(data, (list, tuple, str, bytes, dict)))
 
 
+def sample_rows(n_rows: int, size: int, seed: int | None) -> np.ndarray:
+    """``size`` distinct rows of ``range(n_rows)``, sorted: a uniform sample without replacement, in
+    ``O(size)`` memory.
+
+    How many rows fall in each block of :data:`SAMPLE_BLOCK` rows is drawn from the multivariate
+    hypergeometric distribution, then each block's rows uniformly without replacement; together,
+    every ``size``-subset is equally likely. (``choice(N, size, replace=False)`` holds a permutation
+    of all N rows; for ``N <= SAMPLE_BLOCK`` this is ``sort(default_rng(seed).choice(N, size,
+    replace=False))`` itself.) The blocks do not depend on how the data are chunked.
+    """
+    rng = np.random.default_rng(seed)
+    starts = np.arange(0, n_rows, SAMPLE_BLOCK)
+    sizes = np.minimum(SAMPLE_BLOCK, n_rows - starts)
+    counts = rng.multivariate_hypergeometric(sizes, size)
+    return np.concatenate([a + np.sort(rng.choice(n, c, replace=False)) for a, n, c in zip(starts, sizes, counts)])
+
+
 class RowSource:
     """Rows ``[start, stop)`` of an ``(N, D)`` dataset, read in chunks of at most ``chunk_size`` rows.
 
@@ -100,10 +124,28 @@ class RowSource:
     """
 
     def __init__(self, n_rows: int, n_features: int, chunk_size: int, *, streamed: bool,
-                 convert: Callable[[Any, str], Tensor]) -> None:
+                 convert: Callable[[Any, str], Tensor] | None) -> None:
         self.n_rows, self.n_features, self.chunk_size, self.streamed = n_rows, n_features, chunk_size, streamed
         self.start, self.stop = 0, n_rows
-        self._convert = convert
+        self._convert = convert  # None: the rows are a converted tensor already
+
+    def _read(self, offset: int, raw: Any, label: Label) -> Tensor:
+        """Rows ``raw`` (the data's rows from ``offset`` on) converted and checked, a block of
+        :func:`~vi_models.mixtures.chunks.check_rows` rows at a time, into one tensor."""
+        if self._convert is None:
+            return raw
+        n = int(np.shape(raw)[0])
+        step = check_rows(n)
+        if n <= step:
+            return self._convert(raw, label(offset, offset + n))
+        out: Tensor | None = None
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            part = self._convert(raw[a:b], label(offset + a, offset + b))
+            if out is None:
+                out = part.new_empty((n, part.shape[1]))
+            out[a:b] = part
+        return out
 
     def shard(self, rank: int, world: int) -> RowSource:
         """This rank's contiguous block of rows (``shard_sizes(N, world)``), as a new source."""
@@ -113,56 +155,65 @@ class RowSource:
         out.stop = out.start + sizes[rank]
         return out
 
-    def _pieces(self, start: int, stop: int) -> Iterator[tuple[int, Any, str]]:  # pragma: no cover - abstract
-        """``(first row, raw rows, name)`` covering ``[start, stop)`` in order, each at most ``chunk_size``."""
+    def _pieces(self, start: int, stop: int) -> Iterator[tuple[int, Any, Label]]:  # pragma: no cover - abstract
+        """``(first row, raw rows, label)`` covering ``[start, stop)`` in order, each at most
+        ``chunk_size``; ``label(a, b)`` names the data's rows ``[a, b)`` of the piece in messages."""
         raise NotImplementedError
 
     def chunks(self) -> Iterator[tuple[int, Tensor]]:
         """``(first row, chunk (n_i, D))`` over this shard's rows, in order, converted and checked."""
-        for offset, raw, name in self._pieces(self.start, self.stop):
-            yield offset, self._convert(raw, name)
+        for offset, raw, label in self._pieces(self.start, self.stop):
+            yield offset, self._read(offset, raw, label)
 
     def head(self, n: int) -> Tensor:
         """The first ``n`` rows of the dataset ``(n, D)``."""
-        return torch.cat([self._convert(raw, name) for _, raw, name in self._pieces(0, min(n, self.n_rows))])
+        return torch.cat([self._read(*piece) for piece in self._pieces(0, min(n, self.n_rows))])
 
     def all_rows(self) -> Tensor:
         """Every row of the dataset ``(N, D)`` in memory (the tensor itself when it is one)."""
-        return torch.cat([self._convert(raw, name) for _, raw, name in self._pieces(0, self.n_rows)])
+        return torch.cat([self._read(*piece) for piece in self._pieces(0, self.n_rows)])
 
     def sample(self, size: int | None, seed: int | None) -> Tensor:
         """A uniform sample without replacement of ``size`` rows of the dataset, in row order.
 
         All rows, in order, when ``size`` is None or at least N (no random draw); otherwise the
-        rows ``sort(numpy.random.default_rng(seed).choice(N, size, replace=False))``.
+        rows :func:`sample_rows` ``(N, size, seed)``.
         """
         if size is None or self.n_rows <= size:
             return self.all_rows()
-        return self.rows(np.sort(np.random.default_rng(seed).choice(self.n_rows, size, replace=False)))
+        return self.rows(sample_rows(self.n_rows, size, seed))
 
     def rows(self, indices: np.ndarray) -> Tensor:
-        """Rows ``indices`` (sorted, of the whole dataset) ``(m, D)``, read in one pass over the chunks."""
-        parts = []
-        for offset, raw, name in self._pieces(0, self.n_rows):
+        """Rows ``indices`` (sorted, of the whole dataset) ``(m, D)``, read in one pass over the chunks
+        into one tensor (no list of parts to concatenate: the sample is in memory once)."""
+        out: Tensor | None = None
+        for offset, raw, label in self._pieces(0, self.n_rows):
             a, b = np.searchsorted(indices, [offset, offset + len(raw)])
-            if b > a:  # convert (and check) the picked rows only
-                picked = indices[a:b] - offset
+            step = check_rows(len(raw))
+            for start in range(a, b, step):  # convert (and check) the picked rows only, a block at a time
+                picked = indices[start : min(start + step, b)] - offset
                 rows = raw[torch.as_tensor(picked)] if isinstance(raw, Tensor) else np.asarray(raw)[picked]
-                parts.append(self._convert(rows, f"the {b - a} rows sampled from {name}"))
-        return torch.cat(parts)
+                name = f"the {len(picked)} rows sampled from {label(offset, offset + len(raw))}"
+                part = rows if self._convert is None else self._convert(rows, name)
+                if out is None:
+                    out = part.new_empty((len(indices), part.shape[1]))
+                out[start : start + len(picked)] = part
+        if out is None:  # pragma: no cover - indices are rows of the dataset
+            raise DataError(f"expected row indices below {self.n_rows}, got {indices[:5].tolist()}")
+        return out
 
 
 class _ArraySource(RowSource):
     """A tensor (already converted) or a lazily read array: ``data[a:b]`` per chunk."""
 
-    def __init__(self, data: Any, chunk_size: int, *, streamed: bool, convert: Callable[[Any, str], Tensor]) -> None:
+    def __init__(self, data: Any, chunk_size: int, *, streamed: bool,
+                 convert: Callable[[Any, str], Tensor] | None) -> None:
         super().__init__(int(data.shape[0]), int(data.shape[1]), chunk_size, streamed=streamed, convert=convert)
         self._data = data
 
-    def _pieces(self, start: int, stop: int) -> Iterator[tuple[int, Any, str]]:
+    def _pieces(self, start: int, stop: int) -> Iterator[tuple[int, Any, Label]]:
         for a in range(start, stop, self.chunk_size):
-            b = min(a + self.chunk_size, stop)
-            yield a, self._data[a:b], f"data rows {a} to {b - 1}"
+            yield a, self._data[a : min(a + self.chunk_size, stop)], _rows_label
 
     def all_rows(self) -> Tensor:
         return self._data if isinstance(self._data, Tensor) else super().all_rows()
@@ -190,7 +241,7 @@ class _ChunkSource(RowSource):
         self._sizes = sizes
         super().__init__(sum(sizes), int(width), chunk_size or max(sizes), streamed=True, convert=convert)
 
-    def _pieces(self, start: int, stop: int) -> Iterator[tuple[int, Any, str]]:
+    def _pieces(self, start: int, stop: int) -> Iterator[tuple[int, Any, Label]]:
         offset, seen = 0, 0
         for i, raw in enumerate(self._open()):
             n = int(np.shape(raw)[0])
@@ -202,13 +253,21 @@ class _ChunkSource(RowSource):
             lo, hi = max(start, offset), min(stop, offset + n)
             for a in range(lo, hi, self.chunk_size):
                 b = min(a + self.chunk_size, hi)
-                yield a, raw[a - offset : b - offset], f"chunk {i} (data rows {a} to {b - 1})"
+                yield a, raw[a - offset : b - offset], functools.partial(_chunk_label, i)
             offset += n
             if offset >= stop:
                 return
         if seen != len(self._sizes):
             raise DataError(f"expected {len(self._sizes)} chunks on every pass over the data, got {seen}; pass a "
                             "list of chunks or a re-iterable that yields the same rows each time")
+
+
+def _rows_label(a: int, b: int) -> str:
+    return f"data rows {a} to {b - 1}"
+
+
+def _chunk_label(i: int, a: int, b: int) -> str:
+    return f"chunk {i} (data rows {a} to {b - 1})"
 
 
 def _check_chunk(raw: Any, name: str, width: int | None) -> int:
@@ -273,7 +332,7 @@ def as_source(data: Any, model: Any, *, chunk_size: int | None, dtype: torch.dty
         return _ArraySource(data, chunk_size or DEFAULT_CHUNK_SIZE, streamed=True, convert=convert)
     if not is_streamed(data):
         x = as_model_data(data, model, device=device, dtype=dtype)
-        return _ArraySource(x, chunk_size or x.shape[0], streamed=chunk_size is not None, convert=lambda t, _: t)
+        return _ArraySource(x, chunk_size or x.shape[0], streamed=chunk_size is not None, convert=None)
     sizes = None
     if isinstance(data, (list, tuple)):
         for i, raw in enumerate(data):

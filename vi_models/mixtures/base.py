@@ -26,6 +26,7 @@ from vi_models.errors import ConfigError, DataError
 from vi_models.nets import check_batch
 from vi_models.sites import DATA_PLATE, OBSERVED
 
+from .chunks import sub_chunks
 from .components import ComponentEmission, Components
 from .init import initial_responsibilities
 
@@ -172,8 +173,9 @@ class MixtureModel(PyroModule):
     def m_step(self, x: Tensor, resp: Tensor, *, reg_covar: float = 0.0) -> dict[str, Tensor]:
         """Closed-form maximiser of ``E_Q[log p(x, z | theta)]`` (THEORY T11) on in-memory data.
 
-        :meth:`sufficient_statistics` of ``x`` centred on its mean, then
-        :meth:`m_step_from_statistics`: the arithmetic of a streamed fit, in one chunk.
+        :meth:`sufficient_statistics` of ``x`` centred on its mean, summed over sub-chunks of its
+        rows (:mod:`.chunks`), then :meth:`m_step_from_statistics`: the arithmetic of a streamed fit,
+        in one chunk.
 
         Args:
             x: data ``(N, n_features)``.
@@ -184,7 +186,10 @@ class MixtureModel(PyroModule):
             The parameters by name (``weights`` and the components' own), as :meth:`set_params` takes them.
         """
         shift = x.mean(0)
-        stats = self.sufficient_statistics(x, resp, shift=shift)
+        stats: dict[str, Tensor] = {}
+        for rows in sub_chunks(x.shape[0], self.n_components):
+            for k, value in self.sufficient_statistics(x[rows], resp[rows], shift=shift).items():
+                stats[k] = stats[k] + value if k in stats else value
         return self.m_step_from_statistics(stats, shift=shift, reg_covar=reg_covar)
 
     def set_params(self, **params: Tensor) -> None:  # pragma: no cover - abstract
@@ -230,10 +235,11 @@ class MixtureModel(PyroModule):
             params = self.m_step(data, resp, reg_covar=reg_covar)
             if "covariances" in params:
                 params.update(self._natural_params(params.pop("covariances")))
+            params = {name: value.to(like) for name, value in params.items()}  # the M-step's float64
             table = self.components(params).log_prob_table(self.observation(data))  # (K, N)
             resp = torch.softmax(params[WEIGHTS].log().unsqueeze(-1) + table, dim=0).T
             params = self.m_step(data, resp, reg_covar=reg_covar)
-        return init_to_value(values=self.sites_from_params(params))
+        return init_to_value(values={name: value.to(like) for name, value in self.sites_from_params(params).items()})
 
     def _natural_params(self, covariances: Tensor) -> dict[str, Tensor]:
         """The components' own parameters for covariances in scikit-learn's layout."""

@@ -147,6 +147,14 @@ class GaussianComponents(Components):
                 y, m = xc @ P, mc @ P  # (M, d), (K, d)
                 maha = y.square().sum(-1) - 2.0 * (m @ y.T) + m.square().sum(-1, keepdim=True)
                 half_logdet = L.diagonal().log().sum().expand(k)
+            elif x.dtype != torch.float64:
+                # below float64 the expanded squares cancel: a component held at reg_covar has
+                # precisions ~1e6 and unscaled data |x|^2 ~1e7, so take the differences themselves,
+                # one (M, d) product per component
+                prec = self.variances.reciprocal().reshape(k, -1)  # (K, d) or (K, 1)
+                maha = torch.stack([(xc - mc[j]).square().mul_(prec[j]).sum(-1) for j in range(k)])
+                log_var = self.variances.log()
+                half_logdet = 0.5 * (d * log_var if self.covariance == "spherical" else log_var.sum(-1))
             elif self.covariance == "diag":
                 prec = self.variances.reciprocal()  # (K, d)
                 maha = torch.addmm((mc.square() * prec).sum(-1, keepdim=True), prec, xc.square().T)

@@ -61,6 +61,7 @@ from vi_models.errors import ConfigError, DataError
 
 from .base import ASSIGNMENT, COMPONENT_PLATE, WEIGHTS, MixtureModel
 from .components import ComponentEmission, GaussianComponents
+from .degenerate import degenerate_components, factorize, raise_not_positive_definite, reseed_components, warn_jitter
 from .statistics import gaussian_m_step, gaussian_statistics
 
 __all__ = [
@@ -220,9 +221,7 @@ class GaussianMixture(MixtureModel):
         return out
 
     def _natural_params(self, covariances: Tensor) -> dict[str, Tensor]:
-        if self.covariance in ("full", "tied"):
-            return {"scale_tril": torch.linalg.cholesky(covariances)}
-        return {VARIANCES: covariances}
+        return {"scale_tril" if self.covariance in ("full", "tied") else VARIANCES: self._factor(covariances)}
 
     def params_to_covariances(self, params: dict[str, Tensor]) -> Tensor:
         if self.covariance in ("full", "tied"):
@@ -273,7 +272,8 @@ class GaussianMixture(MixtureModel):
         :meth:`sufficient_statistics` taken around the same ``shift``.
 
         Returns:
-            ``{"weights": (K,), "means": (K, d), "covariances": layout of :attr:`covariances`}``.
+            ``{"weights": (K,), "means": (K, d), "covariances": layout of :attr:`covariances`}``, in
+            float64 whatever the model's dtype (:meth:`set_params` factorises them in float64).
         """
         like = stats["sum_x"]
         c = torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device) if shift is None else shift
@@ -283,47 +283,69 @@ class GaussianMixture(MixtureModel):
                    precisions: Any = None, scale_tril: Any = None, variances: Any = None) -> None:
         """Write parameters (any subset), in scikit-learn's layouts.
 
+        Covariances and precisions are factorised in float64 whatever the model's dtype; one that
+        is not positive definite gets a small jitter on its diagonal, with a
+        :class:`~.degenerate.NumericalJitterWarning` (:func:`~.degenerate.factorize`).
+
         Raises:
-            DataError: wrong shapes, or a covariance that is not positive definite (a component
-                collapsed onto a point with ``reg_covar=0``); the message names the components.
+            DataError: wrong shapes, or a covariance that no jitter makes positive definite (a
+                component collapsed onto a point with ``reg_covar=0``); the message names the components.
         """
         k, d = self.n_components, self.n_features
-        if weights is not None:
-            self._set_weights(weights)
-        if means is not None:
-            self._write(MEANS, means, (k, d))
         given = [n for n, v in (("covariances", covariances), ("precisions", precisions),
                                 ("scale_tril", scale_tril), ("variances", variances)) if v is not None]
         if len(given) > 1:
             raise ConfigError(f"expected at most one of covariances, precisions, scale_tril, variances; got {given}")
-        if not given:
-            return
-        like = self.weights_unconstrained
-        value = torch.as_tensor({"covariances": covariances, "precisions": precisions,
-                                 "scale_tril": scale_tril, "variances": variances}[given[0]]).to(like)
         full = self.covariance in ("full", "tied")
         shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[self.covariance]
-        if given[0] == "scale_tril" or given[0] == "variances":
-            if (given[0] == "scale_tril") != full:
-                raise ConfigError(f"{given[0]} does not apply to covariance={self.covariance!r}; pass covariances")
-            self._write(given[0], value, shape)
-            return
-        if tuple(value.shape) != shape:
-            raise DataError(f"expected {given[0]} of shape {shape} for covariance={self.covariance!r}, "
-                            f"got {tuple(value.shape)}")
-        if full:
-            if given[0] == "precisions":
-                prec_chol, info = torch.linalg.cholesky_ex(value)
-                _raise_not_pd(info, "precision")
-                value = torch.cholesky_inverse(prec_chol)
-            L, info = torch.linalg.cholesky_ex(value)
-            _raise_not_pd(info, "covariance")
-            self._write("scale_tril", L, shape)
-        else:
-            bad = torch.nonzero(~(value > 0).reshape(k, -1).all(-1)).flatten().tolist()
-            if bad:
-                _raise_not_pd(torch.tensor([1 if i in bad else 0 for i in range(k)]), "variance")
-            self._write(VARIANCES, value.reciprocal() if given[0] == "precisions" else value, shape)
+        if given:  # factorised first, so that a failure writes nothing
+            value = torch.as_tensor({"covariances": covariances, "precisions": precisions,
+                                     "scale_tril": scale_tril, "variances": variances}[given[0]])
+            if given[0] in ("scale_tril", "variances"):
+                if (given[0] == "scale_tril") != full:
+                    raise ConfigError(f"{given[0]} does not apply to covariance={self.covariance!r}; pass covariances")
+                name = given[0]
+            elif tuple(value.shape) != shape:
+                raise DataError(f"expected {given[0]} of shape {shape} for covariance={self.covariance!r}, "
+                                f"got {tuple(value.shape)}")
+            else:
+                name, value = ("scale_tril" if full else VARIANCES), self._factor(value, given[0] == "precisions")
+        if weights is not None:
+            self._set_weights(weights)
+        if means is not None:
+            self._write(MEANS, means, (k, d))
+        if given:
+            self._write(name, value, shape)
+
+    def _factor(self, value: Tensor, precision: bool = False) -> Tensor:
+        """``L`` (full, tied) or the variances of covariances (or precisions) ``value``, in float64."""
+        value = value.double()
+        if precision:
+            factor, failed, jitter = factorize(value, self.covariance)
+            raise_not_positive_definite(failed, "precision")
+            warn_jitter(jitter, "precision", stacklevel=4)
+            value = torch.cholesky_inverse(factor) if self.covariance in ("full", "tied") else factor.reciprocal()
+        factor, failed, jitter = factorize(value, self.covariance)
+        raise_not_positive_definite(failed, "variance" if self.covariance in ("diag", "spherical") else "covariance")
+        warn_jitter(jitter, "covariance", stacklevel=4)
+        return factor
+
+    def degenerate_components(self, params: dict[str, Tensor], *, data_variance: float) -> list[int]:
+        """Components of an M-step's ``params`` that cannot go on: not finite, collapsed onto a
+        point, or not positive definite even with jitter (:func:`~.degenerate.degenerate_components`)."""
+        return degenerate_components(params, self.covariance, data_variance=data_variance)
+
+    def replace_components(self, params: dict[str, Tensor], components: list[int], points: Tensor | None = None,
+                           *, min_weight: float = 0.0) -> dict[str, Tensor]:
+        """``params`` with ``components`` re-seeded at ``points`` ``(m, d)`` with the pooled covariance
+        of the other components, or, with ``points=None``, back at the model's current parameters
+        (:func:`~.degenerate.reseed_components`).
+
+        Raises:
+            DataError: re-seeding with no healthy component to pool (or a tied covariance).
+        """
+        return reseed_components(params, self.covariance, components, points, min_weight=min_weight,
+                                 current=(self.means.detach(), self.covariances))
 
     @classmethod
     def average(cls, mixtures: Sequence[GaussianMixture], weights: Any = None) -> GaussianMixture:
@@ -385,12 +407,3 @@ class GaussianMixture(MixtureModel):
         floor = max(1e-3 * reg_covar, 1e-10 * data_variance)
         return torch.nonzero(spread <= floor).flatten().tolist()
 
-
-def _raise_not_pd(info: Tensor, what: str) -> None:
-    bad = torch.nonzero(torch.as_tensor(info).reshape(-1) != 0).flatten().tolist()
-    if bad:
-        raise DataError(
-            f"the {what} of component(s) {bad} is not positive definite: the component collapsed onto "
-            "a single point or a subspace (ill-defined empirical covariance); increase reg_covar "
-            "(e.g. 1e-6), lower n_components, or scale the input data"
-        )

@@ -33,7 +33,20 @@ exact for any ``c``; a ``c`` near the data (its mean, as scikit-learn's centred 
 keeps the subtraction in ``Sigma_k`` from cancelling. Tied pools the components,
 ``Sigma = (S2 - sum_k N_k m_k m_k^T) / sum_k N_k`` with ``m_k = mu_k - c``; spherical is the
 mean of the diagonal. As in scikit-learn's ``_estimate_gaussian_parameters``, ``N_k`` gets
-``10 eps`` so that an empty component divides by a positive number.
+``10 eps`` so that an empty component divides by a positive number; with that padded
+``N'_k = N_k + 10 eps`` the centred sum ``sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T / N'_k`` that
+scikit-learn computes is ``S2_k / N'_k - (2 - N_k / N'_k) m_k m_k^T``, and that is the form used:
+the plain ``m_k m_k^T`` would leave ``10 eps |mu_k - c|^2`` on the variance of a component that
+owns one point, which is not small beside ``reg_covar`` on unscaled data (features in the
+thousands).
+
+The Gaussian sums are taken in float64 whatever the model's dtype: the covariance is their
+difference, and in float32 the cancellation alone exceeds ``reg_covar`` on data whose features
+differ in scale by orders of magnitude (scikit-learn computes in float64 too).
+
+Memory: a chunk's E-step and statistics are taken over sub-chunks of its rows
+(:mod:`.chunks`), so that their temporaries stay below half a chunk; the sums add over the
+sub-chunks exactly as over chunks.
 
 Bernoulli: ``N_k`` and ``S1_k = sum_i r_ik x_i``; categorical: ``N_k`` and the weighted level
 counts ``C_kjl = sum_i r_ik [k_ij = l]`` (``"counts"``, ``(K, d, L)``); their M-steps are in
@@ -66,9 +79,10 @@ def gaussian_statistics(x: Tensor, resp: Tensor, covariance: str, shift: Tensor)
         shift: the reference point ``c`` ``(d,)``; the same for every chunk of one M-step.
 
     Returns:
-        ``{"nk": (K,), "sum_x": (K, d), "sum_xx": (K, d, d) | (d, d) | (K, d)}`` in ``x``'s dtype.
+        ``{"nk": (K,), "sum_x": (K, d), "sum_xx": (K, d, d) | (d, d) | (K, d)}`` in float64.
     """
-    xc = x - shift.to(x)  # (n, d)
+    resp = resp.double()
+    xc = x.double() - shift.double()  # (n, d)
     stats = {"nk": resp.sum(0), "sum_x": resp.T @ xc}
     if covariance == "full":
         # one (d, n) @ (n, d) product per component: no (K, n, d) temporary
@@ -88,14 +102,15 @@ def gaussian_m_step(stats: dict[str, Tensor], covariance: str, shift: Tensor, re
     mc = stats["sum_x"] / nk.unsqueeze(-1)  # (K, d): mu_k - c
     second = stats["sum_xx"]
     d = mc.shape[-1]
+    centring = (2 - stats["nk"] / nk).unsqueeze(-1)  # (K, 1): the centred sum with the padded N_k
     if covariance == "full":
-        cov = second / nk[:, None, None] - mc.unsqueeze(-1) * mc.unsqueeze(-2)
+        cov = second / nk[:, None, None] - (centring * mc).unsqueeze(-1) * mc.unsqueeze(-2)
         cov = cov + reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
     elif covariance == "tied":
         cov = (second - (nk.unsqueeze(-1) * mc).T @ mc) / nk.sum()
         cov = cov + reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
     else:
-        cov = second / nk.unsqueeze(-1) - mc.square() + reg_covar  # (K, d)
+        cov = second / nk.unsqueeze(-1) - centring * mc.square() + reg_covar  # (K, d)
         if covariance == "spherical":
             cov = cov.mean(-1)
     return {WEIGHTS: nk / nk.sum(), "means": mc + shift.to(mc), "covariances": cov}

@@ -1,4 +1,5 @@
-"""The four models of the streamed and distributed EM tests, their data, and what a fit is compared on."""
+"""The four models of the streamed and distributed EM tests, their data, what a fit is compared on, and
+data on which a component collapses (re-seeded by fit_em)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,21 @@ def _assert_same_fit(got, want, atol: float = 1e-10) -> None:
         torch.testing.assert_close(p1[key], p2[key], atol=atol, rtol=0, msg=key)
 
 
+def _duplicates() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Three blobs and six copies of one far point, with a 4th full-covariance component started on the
+    copies: with reg_covar=0 it owns them alone after one E-step, and its covariance is 0."""
+    rng = np.random.RandomState(0)
+    centres = np.array([[-4.0, 0.0], [4.0, 1.0], [0.0, 5.0]])
+    x = np.concatenate([centres[rng.randint(0, 3, 300)] + rng.randn(300, 2), np.tile([[20.0, 20.0]], (6, 1))])
+    x = x[rng.permutation(len(x))]
+    init = {"weights": np.array([0.3, 0.3, 0.3, 0.1]), "means": np.concatenate([centres, [[20.0, 20.0]]]),
+            "covariances": np.stack([np.eye(2)] * 4)}
+    return x, init
+
+
 @pytest.fixture
 def stream_cases():
-    """``data(name)``, ``model(name)``, ``params(model)``, ``assert_same_fit(a, b)`` and the fit options."""
+    """``data(name)``, ``model(name)``, ``params(model)``, ``assert_same_fit(a, b)``, the fit options and
+    ``duplicates()`` (data and an init on which a component collapses)."""
     return SimpleNamespace(names=STREAM_CASES, data=_data, model=_model, params=_params,
-                           assert_same_fit=_assert_same_fit, fit=dict(STREAM_FIT))
+                           assert_same_fit=_assert_same_fit, fit=dict(STREAM_FIT), duplicates=_duplicates)

@@ -1,15 +1,17 @@
 """fit_em under torchrun: 2 ranks (gloo, CPU) reach the one-process fit of the four models, from a
 tensor, a memory-mapped .npy and a list of chunks; a bad chunk on one rank and more ranks than
-rows are refused on every rank (no rank left waiting). One launch holds every case."""
+rows are refused on every rank (no rank left waiting); a component that collapses is re-seeded from
+the same row on both ranks. One launch holds every case."""
 
 from __future__ import annotations
 
 import copy
 
 import numpy as np
+import pytest
 import torch
 
-from inference import fit_em
+from inference import DegenerateFitWarning, fit_em
 from vi_models import GaussianMixture
 
 SCRIPT = '''
@@ -32,7 +34,7 @@ for label, (model, name, source, options) in cases.items():
     try:
         r = fit_em(model, data, **options)
         results[label] = {"state": model.state_dict(), "lower_bound": r.lower_bound_, "n_iter": r.n_iter_,
-                          "world_size": r.config["world_size"]}
+                          "world_size": r.config["world_size"], "reseeds": r.reseeds_}
     except Exception as exc:
         results[label] = {"error": f"{type(exc).__name__}: {exc}"}
 torch.save(results, f"{root}/rank{distributed.rank()}.pt")
@@ -49,6 +51,16 @@ def test_two_ranks_reach_the_one_process_fit(stream_cases, torchrun, tmp_path):
             model = stream_cases.model(name)
             cases[f"{name}/{source}"] = (copy.deepcopy(model), name, source, stream_cases.fit)
             want[f"{name}/{source}"] = fit_em(model, x, **stream_cases.fit)
+    # a component collapses at iteration 1 and is re-seeded at the worst row of all ranks, in rank 1's half
+    x, init = stream_cases.duplicates()
+    x = np.ascontiguousarray(x[::-1])
+    np.save(tmp_path / "dup.npy", x)
+    options = {"init": init, "reg_covar": 0.0, "max_iter": 30, "tol": 1e-8, "progress": False}
+    model = GaussianMixture(4, 2, dtype=torch.float64)
+    cases["dup/memmap"] = (copy.deepcopy(model), "dup", "memmap", options)
+    with pytest.warns(DegenerateFitWarning, match="re-seeded"):
+        want["dup/memmap"] = fit_em(model, x, **options)
+    assert want["dup/memmap"].reseeds_[0][2] >= 153
     # a NaN in rank 1's half of the rows, outside rank 0's initialisation sample; one row for two processes
     bad = stream_cases.data("diag")
     sample = set(np.random.default_rng(0).choice(300, 20, replace=False).tolist())
@@ -71,6 +83,7 @@ def test_two_ranks_reach_the_one_process_fit(stream_cases, torchrun, tmp_path):
             fitted = copy.deepcopy(result.model)
             fitted.load_state_dict(got[label]["state"])
             stream_cases.assert_same_fit((fitted, got[label]["lower_bound"], got[label]["n_iter"]), result)
+            assert got[label]["reseeds"] == result.reseeds_, (label, r)
     for r, got in enumerate(ranks):  # every rank refuses, with the failing rank's message
         assert got["nan/memmap"]["error"].startswith("DataError"), got["nan/memmap"]
         # rank 1 reads rows 150..299 in chunks of 100: 150-249, 250-299

@@ -1,8 +1,9 @@
 """Streamed EM (fit_em with chunk_size, a memory-mapped .npy, an iterable of chunks) against the
 in-memory fit of the same data: the statistics add over chunks, so the two fits agree to rounding
 (weights, means, covariances or probabilities, lower bound, iterations). Also: what is refused, the
-initialisation sample, EMResult's methods on chunked data, averaged EM on chunks, and that a
-lazily read array is never read more than a chunk at a time."""
+initialisation sample, EMResult's methods on chunked data, averaged EM on chunks, that a
+lazily read array is never read more than a chunk at a time, and that the sub-chunks a chunk's
+E-step and checks take (vi_models.mixtures.chunks) change the sums only by rounding."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from pyro.nn import PyroModule, PyroParam
 
 from inference import fit_em, fit_em_average
 from inference.em.sources import as_source
+from inference.em.streaming import statistics_pass
 from vi_models import GaussianMixture
 from vi_models.errors import ConfigError, DataError
+from vi_models.mixtures import chunks
 
 
 class Reiterable:
@@ -79,12 +82,48 @@ def test_an_initialisation_sample_is_the_same_rows_whatever_the_source(stream_ca
     assert fits[0].config["init_sample_size"] == 40
 
 
+def test_the_sample_is_uniform_over_subsets_drawn_block_by_block(monkeypatch):
+    import itertools
+
+    from inference.em import sources
+
+    want = np.sort(np.random.default_rng(3).choice(300, 40, replace=False))  # one block: numpy's own draw
+    assert np.array_equal(sources.sample_rows(300, 40, 3), want)
+    monkeypatch.setattr(sources, "SAMPLE_BLOCK", 4)  # 6 rows in blocks of 4 and 2: every 3-subset has p = 1/20
+    draws = [tuple(sources.sample_rows(6, 3, seed)) for seed in range(20_000)]
+    assert all(len(set(d)) == 3 and list(d) == sorted(d) for d in draws)
+    counts = {subset: 0 for subset in itertools.combinations(range(6), 3)}
+    for d in draws:
+        counts[d] += 1
+    np.testing.assert_allclose(np.array(list(counts.values())) / len(draws), 1 / 20, atol=0.006)  # 4 sigma
+
+
 def test_a_lazily_read_array_is_read_one_chunk_at_a_time(stream_cases):
     x = stream_cases.data("full")
     log = ReadLog(x)
     got = fit_em(stream_cases.model("full"), log, chunk_size=50, init_sample_size=120, **stream_cases.fit)
     assert 0 < log.largest <= 50
     want = fit_em(stream_cases.model("full"), x, init_sample_size=120, **stream_cases.fit)
+    stream_cases.assert_same_fit(got, want)
+
+
+@pytest.mark.parametrize("name", ["full", "categorical"])
+def test_the_sub_chunked_e_step_gives_the_statistics_of_one_pass(name, stream_cases, monkeypatch):
+    x, model = stream_cases.data(name), stream_cases.model(name)
+    source = as_source(x, model, chunk_size=128, dtype=torch.float64, device=torch.device("cpu"))
+    shift = torch.as_tensor(x.mean(0))
+    template = {k: torch.zeros_like(v, dtype=torch.float64)
+                for k, v in model.sufficient_statistics(torch.as_tensor(x[:1]), torch.ones(1, 3), shift=shift).items()}
+    options = {"depth": 1, "shift": shift, "template": template, "validate": True, "parallel": False, "n_components": 3}
+    one, total_one, _ = statistics_pass(model, source, **options)  # 128 rows < MIN_SUB_CHUNK_ROWS: one sub-chunk
+    many, total_many, _ = statistics_pass(model, source, sub_chunk=7, **options)
+    assert total_many == pytest.approx(total_one, abs=1e-10, rel=0)
+    for key in one:
+        torch.testing.assert_close(many[key], one[key], atol=1e-10, rtol=0)
+    # and a whole fit, with the chunks' E-steps, the summary and the checks in sub-chunks of 21 rows
+    want = fit_em(stream_cases.model(name), x, chunk_size=128, **stream_cases.fit)
+    monkeypatch.setattr(chunks, "MIN_SUB_CHUNK_ROWS", 16)
+    got = fit_em(stream_cases.model(name), x, chunk_size=128, **stream_cases.fit)
     stream_cases.assert_same_fit(got, want)
 
 
@@ -161,13 +200,16 @@ def test_bad_streamed_inputs_raise_package_errors(data, options, error, match):
         fit_em(GaussianMixture(2, 3, dtype=torch.float64), data, progress=False, **options)
 
 
-def test_memmap_with_nan_names_the_rows_of_the_chunk(tmp_path):
+@pytest.mark.parametrize("min_rows, block", [(None, "50 to 99"), (16, "50 to 65")])
+def test_memmap_with_nan_names_the_rows_of_the_block(min_rows, block, tmp_path, monkeypatch):
+    if min_rows is not None:  # a chunk of 50 rows is converted and checked 16 rows at a time
+        monkeypatch.setattr(chunks, "MIN_SUB_CHUNK_ROWS", min_rows)
     x = _rows(100)
     x[63, 1] = np.inf
     np.save(tmp_path / "x.npy", x)
-    with pytest.raises(DataError, match=r"data rows 50 to 99.*rows 13"):
+    with pytest.raises(DataError, match=rf"data rows {block}.*rows 13"):
         fit_em(GaussianMixture(2, 3, dtype=torch.float64), np.load(tmp_path / "x.npy", mmap_mode="r"),
-               chunk_size=50, init_sample_size=10, progress=False)
+               chunk_size=50, init_sample_size=10, seed=0, progress=False)  # the sample misses row 63
 
 
 def test_a_reiterable_that_changes_between_passes_is_refused():
