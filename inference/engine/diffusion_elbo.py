@@ -47,8 +47,6 @@ from typing import Any
 
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from pyro.poutine.runtime import _PYRO_STACK
-from pyro.poutine.trace_messenger import TraceMessenger
 from pyro.util import warn_if_nan
 from torch import Tensor
 
@@ -61,7 +59,7 @@ from vi_models.diffusion.objectives import (
 from vi_models.errors import ConfigError
 
 from ._params import OPTIMIZERS, collect_params
-from .traced_loss import TracedLoss
+from .traced_loss import TracedLoss, collecting_params
 
 __all__ = [
     "OBJECTIVES",
@@ -133,7 +131,7 @@ class DiffusionELBO(TraceMeanField_ELBO):
         # The model's parameters are announced (one pyro.param per tensor, a large share of a small
         # network's step) only to a handler that collects them, as SVI's and fit's param-only traces.
         extra = {"objective": self.objective}
-        if not _collecting_params():
+        if not collecting_params():
             extra["announce_params"] = False
         return super()._get_trace(model, guide, args, {**kwargs, **extra})
 
@@ -143,7 +141,7 @@ class DiffusionELBO(TraceMeanField_ELBO):
         As ``Trace_ELBO.loss_and_grads``, but it back-propagates whenever the surrogate loss has
         a gradient, not only when a param site was recorded (see ``_get_trace``).
         """
-        if self._traced is not None and TracedLoss.supports(args, kwargs) and not _collecting_params():
+        if self._traced is not None and TracedLoss.supports(args, kwargs) and not collecting_params():
             loss_t, surrogate = self._traced(model, guide, args)
         else:
             loss_t, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
@@ -178,11 +176,6 @@ class DiffusionELBO(TraceMeanField_ELBO):
     def __repr__(self) -> str:
         jit = ", jit=True" if self.jit else ""
         return f"DiffusionELBO({self.objective.name!r}, analytic_kl={self.analytic_kl}{jit})"
-
-
-def _collecting_params() -> bool:
-    """Whether a handler that records param sites (``poutine.trace(param_only=True)``) is active."""
-    return any(isinstance(h, TraceMessenger) and h.param_only for h in _PYRO_STACK)
 
 
 def fit_diffusion(

@@ -34,23 +34,16 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import get_dependent_plate_dims, torch_sum
-from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
-from pyro.poutine.trace_messenger import TraceMessenger
 from pyro.util import warn_if_nan
 from torch import Tensor
 
 from vi_models.errors import ConfigError
 
 from ._params import collect_params
-from .traced_loss import TracedLoss
+from .traced_loss import TracedLoss, collecting_params
 
 __all__ = ["RecordedELBO", "record"]
-
-
-def _collecting_params() -> bool:
-    """Whether a handler that records param sites (``poutine.trace(param_only=True)``) is active."""
-    return any(isinstance(h, TraceMessenger) and h.param_only for h in _PYRO_STACK)
 
 
 def _check_recordable_guide(guide: Callable, args: tuple) -> None:
@@ -121,7 +114,7 @@ class RecordedELBO(ELBO):
         Recorded for tensor arguments without keywords (what :func:`inference.fit` passes);
         anything else runs the wrapped loss's own ``loss_and_grads``.
         """
-        if not TracedLoss.supports(args, kwargs) or _collecting_params():
+        if not TracedLoss.supports(args, kwargs) or collecting_params():
             return self.elbo.loss_and_grads(model, guide, *args, **kwargs)
         key = (id(model), id(guide))
         if key not in self._checked:

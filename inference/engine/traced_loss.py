@@ -34,11 +34,13 @@ from typing import Any
 
 import torch
 from pyro.infer.util import is_validation_enabled
+from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.trace_messenger import TraceMessenger
 from torch import Tensor
 
 from vi_models.errors import ConfigError
 
-__all__ = ["TracedLoss"]
+__all__ = ["TracedLoss", "collecting_params"]
 
 LossFn = Callable[[Callable, Callable, tuple], "tuple[Tensor, Tensor]"]
 
@@ -120,3 +122,9 @@ class TracedLoss:
 def _devices(args: tuple) -> list[int]:
     """CUDA device indices among the arguments (for ``fork_rng``)."""
     return sorted({a.device.index or 0 for a in args if isinstance(a, Tensor) and a.device.type == "cuda"})
+
+
+def collecting_params() -> bool:
+    """Whether a handler that records param sites (``poutine.trace(param_only=True)``) is active:
+    then a loss runs its programs, so that the parameters are seen, instead of a recorded graph."""
+    return any(isinstance(h, TraceMessenger) and h.param_only for h in _PYRO_STACK)
